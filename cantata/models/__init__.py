@@ -1,0 +1,1 @@
+"""Checkpoints and networks: knows files and modules, nothing about requests or HTTP."""
