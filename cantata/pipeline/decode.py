@@ -1,0 +1,78 @@
+"""Latents -> 48 kHz stereo waveform (model.md §8).
+
+Tiling follows the official overlap-discard scheme (each window decoded with `overlap` frames
+of context on both sides, the context audio thrown away, no crossfade), with the official
+choice of window size, so long songs decode to the same samples as the official pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+NORMALIZE_DBFS = -1.0
+OVERLAP = 64
+MIN_OVERLAP = 4
+
+
+def auto_chunk_frames(device: torch.device) -> int:
+    """The official rule: bigger windows with more free VRAM; 256 frames off-GPU."""
+    if device.type != "cuda":
+        return 256
+    free, _ = torch.cuda.mem_get_info(device)
+    free_gb = free / 2**30
+    return 512 if free_gb >= 24 else 384 if free_gb >= 16 else 256 if free_gb >= 12 else 128
+
+
+def _decode(vae, z: torch.Tensor) -> torch.Tensor:
+    return vae.decode(z).sample
+
+
+@torch.no_grad()
+def tiled_decode(vae, latents: torch.Tensor, chunk: int, overlap: int = OVERLAP) -> torch.Tensor:
+    """`[1, 64, T]` -> `[1, 2, T·hop]`, decoding windows of `chunk` frames."""
+    frames = latents.shape[-1]
+    while chunk - 2 * overlap <= 0 and overlap > MIN_OVERLAP:
+        overlap //= 2
+    if frames <= chunk:
+        return _decode(vae, latents)
+    stride = chunk - 2 * overlap
+    pieces, hop = [], None
+    for i in range(math.ceil(frames / stride)):
+        core_lo, core_hi = i * stride, min((i + 1) * stride, frames)
+        win_lo, win_hi = max(0, core_lo - overlap), min(frames, core_hi + overlap)
+        audio = _decode(vae, latents[:, :, win_lo:win_hi])
+        hop = hop or audio.shape[-1] / (win_hi - win_lo)
+        cut_lo = int(round((core_lo - win_lo) * hop))
+        cut_hi = int(round((win_hi - core_hi) * hop))
+        pieces.append(audio[:, :, cut_lo: audio.shape[-1] - cut_hi if cut_hi else None])
+    return torch.cat(pieces, dim=-1)
+
+
+def decode_latents(vae, latents: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """`[B, T, 64]` (any dtype/device) -> `[B, 2, samples]` float32 on CPU, items one at a time."""
+    vae_param = next(vae.parameters())
+    chunk = chunk or auto_chunk_frames(vae_param.device)
+    out = []
+    for item in latents:
+        z = item.T.unsqueeze(0).to(device=vae_param.device, dtype=vae_param.dtype)
+        out.append(tiled_decode(vae, z, chunk).float().cpu())
+    return torch.cat(out, dim=0)
+
+
+def finish_audio(audio: torch.Tensor, normalize_dbfs: float | None = NORMALIZE_DBFS) -> torch.Tensor:
+    """Anti-clip (divide by the peak when it exceeds 1), then peak-normalize each item.
+
+    With `normalize_dbfs=None` only the anti-clip step runs (the official decode output).
+    """
+    out = []
+    for item in audio:
+        peak = item.abs().max()
+        if peak > 1.0:
+            item = item / peak
+            peak = item.abs().max()
+        if normalize_dbfs is not None and peak > 0:
+            item = item * (10 ** (normalize_dbfs / 20) / peak)
+        out.append(item)
+    return torch.stack(out)

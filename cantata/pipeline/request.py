@@ -1,0 +1,75 @@
+"""What the pipeline takes and gives: plain values and tensors, no HTTP and no file formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+SAMPLE_RATE = 48_000
+
+
+@dataclass
+class SourceAudio:
+    """Audio to transform (cover, repaint, lego/extract/complete).
+
+    Give the waveform (`[2, samples]` float32 at 48 kHz; it is VAE-encoded) or, to bypass the
+    encoder, the latents (`[frames, 64]` at 25 Hz) -- or both, when latents were cached.
+    """
+
+    waveform: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt rendered `batch_size` times, each item with its own seed.
+
+    `None` means "the variant's default" for steps, shift, guidance_type and guidance_scale.
+    """
+
+    caption: str
+    lyrics: str = ""
+    language: str = "en"
+    duration: float | None = 60.0  # seconds; ignored when a source sets the length
+    bpm: int | None = None
+    keyscale: str | None = None
+    timesignature: int | None = None
+    seeds: list[int] | None = None  # one per item; random when None
+    batch_size: int = 1
+    steps: int | None = None
+    shift: float | None = None
+    guidance_type: str | None = None  # "apg" | "cfg"
+    guidance_scale: float | None = None
+    cfg_interval: tuple[float, float] = (0.0, 1.0)
+    negative_prompt: str | None = None
+    dcw: bool = False
+
+    # Audio-to-audio.
+    task: str = "text2music"  # text2music | cover | repaint | lego | extract | complete
+    source: SourceAudio | None = None
+    reference_audio: list[torch.Tensor] = field(default_factory=list)  # waveforms, timbre
+    cover_strength: float = 1.0  # fraction of steps conditioned on the source (cover)
+    cover_noise_strength: float = 0.0  # > 0: start from the noised source instead of noise
+    repaint_start: float | None = None  # seconds; negative = outpaint before the source
+    repaint_end: float | None = None  # seconds; past the source end = outpaint after it
+    repaint_mode: str = "balanced"  # conservative | balanced | aggressive
+    repaint_strength: float = 0.5  # used by "balanced"
+    track_name: str | None = None  # lego / extract
+    track_classes: list[str] | None = None  # complete
+
+
+@dataclass
+class GenerationResult:
+    audio: torch.Tensor  # [batch, 2, samples] float32 on CPU, peak at -1 dBFS
+    sample_rate: int
+    seeds: list[int]
+    latents: torch.Tensor  # [batch, frames, 64] final latents (model dtype, CPU)
+
+
+class GenerationCancelled(Exception):
+    """Raised between steps when the caller's cancel check returns True."""
+
+
+class GenerationFailed(RuntimeError):
+    """The model produced unusable output (NaN, silence); never delivered as a file."""

@@ -1,0 +1,127 @@
+"""The Euler ODE loop over the DiT (model.md §4.4), with the task hooks it needs.
+
+Differences from the official loop, all output-neutral: outside the cfg interval only the
+conditional half of the batch is run (the official code runs and discards the unconditional
+half); cancellation and progress are checked between steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .dcw import dcw_correct
+from .guidance import APG, CFG
+from .request import GenerationCancelled
+
+
+@dataclass
+class Phase:
+    """Conditions in force from `first_step` on (cover switches conditions mid-run)."""
+
+    first_step: int
+    cond: torch.Tensor  # [B, L, Denc] packed condition sequence
+    uncond: torch.Tensor | None  # [B, L', Denc]; None without guidance
+    context: torch.Tensor  # [B, T, 128] = [source or hints | chunk mask]
+    caption_width: int = 0  # caption tokens in `cond` (the cover switch reuses it)
+
+
+@dataclass
+class Repaint:
+    """Known-region enforcement and boundary blend (model.md §5.3)."""
+
+    mask: torch.Tensor  # [B, T] bool, True = frames to regenerate
+    source: torch.Tensor  # [B, T, 64] clean source latents
+    injection_steps: int  # after each of the first N steps, reset the kept region
+    crossfade_frames: int  # linear ramp length just outside the window after sampling
+
+
+@dataclass
+class SamplerPlan:
+    timesteps: torch.Tensor  # [N+1] from the first t down to 0, model dtype
+    phases: list[Phase]
+    guidance: APG | CFG | None = None
+    cfg_interval: tuple[float, float] = (0.0, 1.0)
+    dcw: bool = False
+    repaint: Repaint | None = None
+
+
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+def _forward(transformer, x: torch.Tensor, t: torch.Tensor, enc: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    tt = t * torch.ones((x.shape[0],), device=x.device, dtype=x.dtype)
+    return transformer(x, tt, tt, enc, context).sample
+
+
+def velocity(transformer, x: torch.Tensor, t: torch.Tensor, phase: Phase, guided: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(cond, uncond) velocities; the unconditional pass only when guidance applies."""
+    if not guided or phase.uncond is None:
+        return _forward(transformer, x, t, phase.cond, phase.context), None
+    if phase.uncond.shape[1] == phase.cond.shape[1]:
+        v = _forward(transformer, torch.cat([x, x]), t, torch.cat([phase.cond, phase.uncond]),
+                     torch.cat([phase.context, phase.context]))
+        return v.chunk(2)
+    # A negative prompt longer than the caption: the two halves cannot share a batch.
+    return (_forward(transformer, x, t, phase.cond, phase.context),
+            _forward(transformer, x, t, phase.uncond, phase.context))
+
+
+@torch.no_grad()
+def sample(transformer, x: torch.Tensor, noise: torch.Tensor, plan: SamplerPlan,
+           on_step: StepCallback | None = None, cancelled: CancelCheck | None = None) -> torch.Tensor:
+    """Integrate from `x` (noise, or a noised source) along `plan.timesteps` to t = 0."""
+    ts = plan.timesteps
+    steps = ts.shape[0] - 1
+    start, end = plan.cfg_interval
+    phase_idx = 0
+    for i in range(steps):
+        if cancelled is not None and cancelled():
+            raise GenerationCancelled(f"cancelled before step {i + 1} of {steps}")
+        while phase_idx + 1 < len(plan.phases) and i >= plan.phases[phase_idx + 1].first_step:
+            phase_idx += 1
+        phase = plan.phases[phase_idx]
+        t_curr, t_next = ts[i], ts[i + 1]
+        # Compared as tensors, in the schedule dtype, exactly as the official code does.
+        guided = plan.guidance is not None and bool(t_curr >= start) and bool(t_curr <= end)
+        cond_v, uncond_v = velocity(transformer, x, t_curr, phase, guided)
+        v = plan.guidance(cond_v, uncond_v) if uncond_v is not None else cond_v
+
+        x_before = x
+        x = x - v * ((t_curr - t_next) * torch.ones_like(x[:, :1, :1]))
+        if plan.dcw:
+            t_f = float(t_curr)
+            x0_pred = x_before - v * (t_f * torch.ones_like(x[:, :1, :1]))
+            x = dcw_correct(x, x0_pred, t_f)
+        if plan.repaint is not None and i < plan.repaint.injection_steps:
+            rp = plan.repaint
+            known = t_next * noise + (1.0 - t_next) * rp.source
+            x = torch.where(rp.mask.unsqueeze(-1), x, known)
+        if on_step is not None:
+            on_step(i + 1, steps)
+    if plan.repaint is not None:
+        x = boundary_blend(x, plan.repaint.source, plan.repaint.mask, plan.repaint.crossfade_frames)
+    return x
+
+
+def boundary_blend(x: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, frames: int) -> torch.Tensor:
+    """Keep the source outside the window, with linear ramps over `frames` frames on each side."""
+    soft = mask.float().clone()
+    T = mask.shape[1]
+    if frames > 0:
+        for b in range(mask.shape[0]):
+            idx = torch.nonzero(mask[b]).flatten()
+            if idx.numel() == 0 or idx.numel() == T:
+                continue
+            left, right = int(idx[0]), int(idx[-1]) + 1
+            lo = max(left - frames, 0)
+            if left > lo:
+                soft[b, lo:left] = torch.linspace(0, 1, left - lo + 2, device=soft.device)[1:-1]
+            hi = min(right + frames, T)
+            if hi > right:
+                soft[b, right:hi] = torch.linspace(1, 0, hi - right + 2, device=soft.device)[1:-1]
+    m = soft.unsqueeze(-1)
+    return m * x + (1.0 - m) * source
