@@ -7,10 +7,10 @@ through the real loaders, so a drift in either the writer or `map_key` shows up 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
+import parity
 import pytest
 import torch
 from safetensors import safe_open
@@ -23,8 +23,6 @@ from cantata.models.config import DitConfig
 from cantata.models.tiny import dit_config, official_key, write_tiny_checkpoint
 from cantata.models.variants import TEXT_ENCODER_DIR, VAE_DIR, VARIANTS
 
-PARITY = Path(os.environ.get("CANTATA_PARITY_DIR", "/work/shared/parity")) / "checkpoints"
-needs_parity = pytest.mark.skipif(not PARITY.is_dir(), reason="parity kit not available")
 CPU = torch.device("cpu")
 
 
@@ -59,43 +57,31 @@ def test_official_key_round_trips_every_key(variant, size):
 # -- same layout as the parity kit ----------------------------------------------------------
 
 
-@needs_parity
 @pytest.mark.parametrize("dirname", ["acestep-v15-xl-sft", "acestep-v15-sft", "acestep-v15-turbo"])
-def test_dit_matches_parity_layout(root, dirname):
-    assert header(root / dirname / "model.safetensors") == header(PARITY / dirname / "model.safetensors")
-    ours, theirs = load_config(root / dirname / "config.json"), load_config(PARITY / dirname / "config.json")
+def test_dit_matches_parity_layout(root, parity_root, dirname):
+    assert header(root / dirname / "model.safetensors") == header(parity_root / dirname / "model.safetensors")
+    ours, theirs = load_config(root / dirname / "config.json"), load_config(parity_root / dirname / "config.json")
     assert ours.keys() == theirs.keys()
     assert ours == theirs  # at size "tiny" even the values are the parity kit's
 
 
-@needs_parity
-def test_text_encoder_and_vae_match_parity_layout(root):
+def test_text_encoder_and_vae_match_parity_layout(root, parity_root):
     for rel in (f"{TEXT_ENCODER_DIR}/model.safetensors", f"{VAE_DIR}/diffusion_pytorch_model.safetensors"):
-        assert header(root / rel) == header(PARITY / rel)
-    assert load_config(root / TEXT_ENCODER_DIR / "config.json") == load_config(PARITY / TEXT_ENCODER_DIR / "config.json")
-    assert load_config(root / VAE_DIR / "config.json").keys() == load_config(PARITY / VAE_DIR / "config.json").keys()
+        assert header(root / rel) == header(parity_root / rel)
+    assert load_config(root / TEXT_ENCODER_DIR / "config.json") == load_config(parity_root / TEXT_ENCODER_DIR / "config.json")
+    assert load_config(root / VAE_DIR / "config.json").keys() == load_config(parity_root / VAE_DIR / "config.json").keys()
 
 
-@needs_parity
 @pytest.mark.parametrize("rel", ["acestep-v15-xl-sft/model.safetensors", "acestep-v15-sft/model.safetensors",
                                  f"{TEXT_ENCODER_DIR}/model.safetensors"])
-def test_weight_statistics_follow_the_parity_recipe(root, rel):
+def test_weight_statistics_follow_the_parity_recipe(root, parity_root, rel):
     """Same recipe => per-tensor spread within sampling noise of the parity kit's."""
-    ours, theirs = load_file(root / rel), load_file(PARITY / rel)
+    ours, theirs = load_file(root / rel), load_file(parity_root / rel)
     for key, ref in theirs.items():
         if ref.numel() >= 256:
             assert ours[key].std() / ref.std() == pytest.approx(1.0, abs=0.15), key
         bound = 6 * ref.std() * (2 / ref.numel()) ** 0.5 + 1e-6
         assert abs(ours[key].mean() - ref.mean()) <= bound, key
-
-
-@needs_parity
-def test_tiny_parameter_counts_match_parity():
-    manifest = load_config(PARITY / "bundle_manifest.json")["components"]
-    for variant in ("xl-sft", "2b-sft", "2b-turbo"):
-        name = variant.removeprefix("2b-")
-        modules = AceStepDiT.build_empty(DitConfig(dit_config(name)))
-        assert sum(p.numel() for m in modules.values() for p in m.parameters()) == manifest[variant]["params"]
 
 
 def test_full_sizes_are_the_real_models():
@@ -143,12 +129,15 @@ def test_text_encoder_loads_with_transformers(root):
     assert model.get_input_embeddings().weight.shape == (151669, 32)
 
 
-@needs_parity
-def test_tokenizer_gives_the_real_ids(root):
-    text = "# Languages\nen\n\n# Lyric\n[Verse]\nCity lights are fading slow<|endoftext|>"
-    ours = AutoTokenizer.from_pretrained(root / TEXT_ENCODER_DIR)(text).input_ids
-    assert ours == AutoTokenizer.from_pretrained(PARITY / TEXT_ENCODER_DIR)(text).input_ids
-    assert ours[-1] == 151643
+def test_tokenizer_gives_the_official_ids(root, parity_root):
+    """Ids the official code recorded for the caption and lyric prompts, `<|endoftext|>` included."""
+    tokenizer = AutoTokenizer.from_pretrained(root / TEXT_ENCODER_DIR)
+    case = parity.manifest()["xl-sft/cond"]
+    for field, ids in (("caption_prompts", "text_token_ids"), ("lyric_prompts", "lyric_token_ids")):
+        prompt, recorded = case[field][0], parity.inputs()[f"xl-sft/cond/{ids}"][0]
+        ours = tokenizer(prompt).input_ids
+        assert ours == recorded[: len(ours)].tolist() and 151643 in ours
+        assert ours == AutoTokenizer.from_pretrained(parity_root / TEXT_ENCODER_DIR)(prompt).input_ids
 
 
 # -- determinism ------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Audio in and out: encoding generated audio for delivery and decoding user-supplied audio."""

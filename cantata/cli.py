@@ -1,0 +1,155 @@
+"""`cantata` command line: generate songs, make test checkpoints (and, later, serve the API)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .models.variants import DEFAULT_VARIANT, VARIANTS
+
+DEMO_ROOT = Path.home() / ".cache" / "cantata" / "demo-checkpoints"
+
+
+def _interval(text: str) -> tuple[float, float]:
+    """'0.2:0.9' -> (0.2, 0.9)."""
+    try:
+        lo, hi = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END, got {text!r}") from None
+    return lo, hi
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="render a song to an audio file",
+                       description="Render a song with ACE-Step 1.5. The output extension picks the format "
+                                   "(.mp3, .wav, .flac, .ogg).")
+    p.add_argument("prompt", help="caption: genre, instruments, mood, vocals")
+    lyr = p.add_mutually_exclusive_group()
+    lyr.add_argument("--lyrics", default="", help="lyrics text with [Verse]/[Chorus] tags; omit for instrumental")
+    lyr.add_argument("--lyrics-file", type=Path, help="read the lyrics from a file")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--bpm", type=int)
+    p.add_argument("--key", help="key and mode, e.g. 'F# minor'")
+    p.add_argument("--time-signature", type=int, choices=(2, 3, 4, 6))
+    p.add_argument("--language", default="en", help="vocal language code (default en; 'unknown' for instrumental)")
+    p.add_argument("--seed", type=int, action="append", help="seed; repeat for several items (default random)")
+    p.add_argument("--batch", type=int, default=1, help="items to render when no seeds are given")
+    p.add_argument("--steps", type=int, help="diffusion steps (default: the model's)")
+    p.add_argument("--shift", type=float, help="schedule shift (default 3)")
+    p.add_argument("--guidance", choices=("apg", "cfg"), help="guidance type (default apg)")
+    p.add_argument("--guidance-scale", type=float, help="guidance scale (default 7)")
+    p.add_argument("--cfg-interval", type=_interval, default=(0.0, 1.0),
+                   help="START:END in t (1 = noise); guidance only where START <= t <= END")
+    p.add_argument("--negative-prompt", help="what to steer away from (needs guidance scale > 1)")
+    p.add_argument("--dcw", action="store_true", help="enable the DCW wavelet correction (off by default)")
+    p.add_argument("--model", default=DEFAULT_VARIANT, help=f"variant or AIR ({', '.join(VARIANTS)})")
+    p.add_argument("--checkpoints", type=Path, help="checkpoints root (default $CANTATA_CHECKPOINTS or ~/.cache)")
+    p.add_argument("--demo", action="store_true",
+                   help="use tiny random checkpoints (made on first use): runs anywhere in seconds, output is noise")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
+    p.add_argument("--bitrate", type=int, help="kbps for MP3/OGG")
+    p.add_argument("--sample-rate", type=int, help="output sample rate (default 48000)")
+    p.add_argument("--channels", type=int, choices=(1, 2), help="output channels (default 2)")
+    p.add_argument("-o", "--output", type=Path, default=Path("song.mp3"), help="output file (default song.mp3)")
+    p.set_defaults(func=cmd_generate)
+
+
+def _add_checkpoint(sub) -> None:
+    p = sub.add_parser("checkpoint", help="checkpoint utilities")
+    csub = p.add_subparsers(dest="checkpoint_cmd", required=True)
+    tiny = csub.add_parser("make-tiny", help="write tiny random checkpoints in the official layout")
+    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--variant", action="append", choices=sorted(VARIANTS),
+                      help="variant(s) to write (default xl-sft); repeat for several")
+    tiny.add_argument("--size", choices=("tiny", "mid"), default="tiny")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--shards", type=int, default=1, help="write the DiT weights as N shards + index")
+    tiny.set_defaults(func=cmd_make_tiny)
+
+
+def demo_checkpoints(variant: str) -> Path:
+    """Tiny random checkpoints under ~/.cache, written on first use."""
+    from .models.tiny import write_tiny_checkpoint
+    from .models.variants import get_variant
+
+    v = get_variant(variant)
+    if not (DEMO_ROOT / v.dirname / "config.json").is_file():
+        write_tiny_checkpoint(DEMO_ROOT, [v.name])
+    return DEMO_ROOT
+
+
+def cmd_generate(args) -> int:
+    from tqdm import tqdm
+
+    from .audio.codecs import FILE_EXTENSIONS, encode
+    from .pipeline import CantataPipeline, GenerationRequest
+
+    fmt = args.output.suffix.lstrip(".").upper()
+    if fmt not in FILE_EXTENSIONS:
+        raise SystemExit(f"cannot tell the format from {args.output.name!r}: use .mp3, .wav, .flac or .ogg")
+    lyrics = args.lyrics_file.read_text() if args.lyrics_file else args.lyrics
+    root = demo_checkpoints(args.model) if args.demo else args.checkpoints
+    pipe = CantataPipeline.from_pretrained(root, args.model, device=args.device, dtype=args.dtype,
+                                           download=not args.no_download)
+    request = GenerationRequest(
+        caption=args.prompt, lyrics=lyrics, language=args.language, duration=args.duration, bpm=args.bpm,
+        keyscale=args.key, timesignature=args.time_signature, seeds=args.seed, batch_size=args.batch,
+        steps=args.steps, shift=args.shift, guidance_type=args.guidance, guidance_scale=args.guidance_scale,
+        cfg_interval=args.cfg_interval, negative_prompt=args.negative_prompt, dcw=args.dcw,
+    )
+    with tqdm(total=request.steps or pipe.variant.steps, desc="diffusion", unit="step") as bar:
+        def on_step(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = pipe.generate(request, on_step=on_step)
+    for i, (audio, seed) in enumerate(zip(result.audio, result.seeds)):
+        path = args.output if len(result.seeds) == 1 else args.output.with_stem(f"{args.output.stem}-{i + 1}")
+        path.write_bytes(encode(audio.numpy(), result.sample_rate, fmt, out_sample_rate=args.sample_rate,
+                                channels=args.channels, bitrate_kbps=args.bitrate))
+        print(f"{path}  seed={seed}  {audio.shape[-1] / result.sample_rate:.1f}s")
+    if args.demo:
+        print("(demo checkpoints have random weights: the audio is noise)")
+    return 0
+
+
+def cmd_make_tiny(args) -> int:
+    from .models.tiny import write_tiny_checkpoint
+
+    root = write_tiny_checkpoint(args.dir, args.variant or [DEFAULT_VARIANT], seed=args.seed, size=args.size,
+                                 shards=args.shards)
+    print(f"wrote tiny checkpoints to {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cantata", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    _add_checkpoint(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except Exception as exc:  # one readable line instead of a traceback for expected failures
+        from .models.checkpoint import CheckpointError
+        from .pipeline.request import GenerationFailed
+
+        if isinstance(exc, (CheckpointError, GenerationFailed, ValueError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
