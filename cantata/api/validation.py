@@ -62,10 +62,9 @@ MIN_DURATION = 30.0
 DEFAULT_DURATION = 60.0
 MIN_CFG_SCALE, MAX_CFG_SCALE = 1.0, 30.0
 OUTPUT_TYPES = ("URL", "base64Data", "dataURI")
-OUTPUT_FORMATS = ("MP3", "WAV", "FLAC", "OGG")
+OUTPUT_FORMATS = codecs.FORMATS
 LOSSY_FORMATS = ("MP3", "OGG")
 DELIVERY_METHODS = ("sync", "async")
-CHANNELS = (1, 2)
 DEFAULT_SAMPLE_RATE = 48_000  # ACE-Step renders 48 kHz stereo
 DEFAULT_CHANNELS = 2
 MAX_REFERENCE_AUDIOS = 4
@@ -263,17 +262,16 @@ def _validate(task: Any, limits: Limits) -> AudioInferenceTask:
     _needs_source("strength", strength, source)
     number_results = _integer(task.get("numberResults"), "numberResults", "invalidNumberResults", 1,
                               limits.max_number_results)
-    output_type = _choice(task.get("outputType"), "outputType", "invalidOutputType", OUTPUT_TYPES)
-    output_format = _choice(task.get("outputFormat"), "outputFormat", "invalidOutputFormat",
-                            OUTPUT_FORMATS, normalize=str.upper)
-    output_format = _default(output_format, "MP3")
+    output_type = _default(_choice(task.get("outputType"), "outputType", "invalidOutputType", OUTPUT_TYPES),
+                           "URL")
+    output_format = _default(_choice(task.get("outputFormat"), "outputFormat", "invalidOutputFormat",
+                                     OUTPUT_FORMATS, normalize=str.upper), "MP3")
     audio_settings = _audio_settings(task.get("audioSettings"), output_format, variant.air)
     delivery = _choice(task.get("deliveryMethod"), "deliveryMethod", "invalidDeliveryMethod",
                        DELIVERY_METHODS)
     webhook_url = _url(task.get("webhookURL"), "webhookURL", "invalidWebhookURL")
     upload_endpoint = _url(task.get("uploadEndpoint"), "uploadEndpoint", "invalidUploadEndpoint")
     include_cost = _boolean(task.get("includeCost"), "includeCost", "invalidIncludeCost")
-    output_type = _default(output_type, "URL")
     ttl = _integer(task.get("ttl"), "ttl", "invalidTTL", limits.min_ttl, limits.max_ttl, "seconds")
     if ttl is not None and output_type != "URL":
         raise _conflict("ttl", "outputType", "ttl only applies to outputType URL.")
@@ -380,14 +378,11 @@ def _audio_settings(raw: Any, fmt: str, air: str) -> AudioSettings | None:
     rate = _choice(obj.get("sampleRate"), "audioSettings.sampleRate", "invalidSampleRate",
                    codecs.ALLOWED_SAMPLE_RATES[fmt], type_="integer", note=f"Hz for {fmt}")
     rate = _default(rate, DEFAULT_SAMPLE_RATE)
-    channels = _choice(obj.get("channels"), "audioSettings.channels", "invalidChannels", CHANNELS,
-                       type_="integer")
+    channels = _choice(obj.get("channels"), "audioSettings.channels", "invalidChannels",
+                       codecs.ALLOWED_CHANNELS, type_="integer")
     channels = _default(channels, DEFAULT_CHANNELS)
-    window = codecs.bitrate_window(fmt, rate, channels)
-    if window is None:
-        raise RunwareError("invalidSampleRate", f"{fmt} at {rate} Hz is not available with {channels} "
-                           "channel(s).", parameter="audioSettings.sampleRate", type="integer")
-    bitrate = _integer(obj.get("bitrate"), "audioSettings.bitrate", "invalidBitrate", *window,
+    bitrate = _integer(obj.get("bitrate"), "audioSettings.bitrate", "invalidBitrate",
+                       *codecs.bitrate_window(fmt, rate, channels),
                        f"kbps for {fmt} at {rate} Hz, {channels} channel(s)")
     return AudioSettings(sample_rate=rate, bitrate=_default(bitrate, codecs.default_bitrate(fmt, rate, channels)),
                          channels=channels)
@@ -481,11 +476,9 @@ def _settings(raw: Any, variant: Variant, limits: Limits, source: str | None) ->
 
 
 def _key_scale(value: Any) -> str | None:
-    if isinstance(value, str) and not value.strip():
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if value is None:
-        return None
-    parts = value.split() if isinstance(value, str) else []
+    parts = value.split() if isinstance(value, str) else ()
     canonical = f"{parts[0]} {parts[1].lower()}" if len(parts) == 2 else None
     if canonical not in KEY_SCALES:
         raise RunwareError("invalidKeyScale", "settings.keyScale must be '<Note><accidental> <major|minor>' "

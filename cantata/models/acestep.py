@@ -29,18 +29,28 @@ from .config import DitConfig
 # Official prefix -> attribute of `AceStepDiT` that holds the module.
 _PREFIXES = {"decoder.": "transformer", "encoder.": "condition_encoder",
              "tokenizer.": "audio_tokenizer", "detokenizer.": "detokenizer"}
+MODULE_NAMES = tuple(_PREFIXES.values())
 
-# Official attention names -> diffusers' `AceStepAttention` names.
-_ATTN_RENAMES = [
-    (re.compile(r"(self_attn|cross_attn)\.q_proj\."), r"\1.to_q."),
-    (re.compile(r"(self_attn|cross_attn)\.k_proj\."), r"\1.to_k."),
-    (re.compile(r"(self_attn|cross_attn)\.v_proj\."), r"\1.to_v."),
-    (re.compile(r"(self_attn|cross_attn)\.o_proj\."), r"\1.to_out.0."),
-    (re.compile(r"(self_attn|cross_attn)\.q_norm\."), r"\1.norm_q."),
-    (re.compile(r"(self_attn|cross_attn)\.k_norm\."), r"\1.norm_k."),
-]
-# `proj_in`/`proj_out` are `Sequential(Lambda, Conv, Lambda)` officially; diffusers holds the conv.
-_DIT_RENAMES = [(re.compile(r"^proj_in\.1\."), "proj_in_conv."), (re.compile(r"^proj_out\.1\."), "proj_out_conv.")]
+# Official attention names <-> diffusers' `AceStepAttention` names; `proj_in`/`proj_out` are
+# `Sequential(Lambda, Conv, Lambda)` officially, diffusers holds the conv itself.
+_ATTN_NAMES = [("q_proj", "to_q"), ("k_proj", "to_k"), ("v_proj", "to_v"), ("o_proj", "to_out.0"),
+               ("q_norm", "norm_q"), ("k_norm", "norm_k")]
+_DIT_NAMES = [("proj_in.1", "proj_in_conv"), ("proj_out.1", "proj_out_conv")]
+
+
+def _renames(pairs, attention: bool, backwards: bool):
+    out = []
+    for official, ours in pairs:
+        src, dst = (ours, official) if backwards else (official, ours)
+        if attention:
+            out.append((re.compile(rf"(self_attn|cross_attn)\.{re.escape(src)}\."), rf"\1.{dst}."))
+        else:
+            out.append((re.compile(rf"^{re.escape(src)}\."), f"{dst}."))
+    return out
+
+
+_ATTN_RENAMES, _ATTN_BACK = _renames(_ATTN_NAMES, True, False), _renames(_ATTN_NAMES, True, True)
+_DIT_RENAMES, _DIT_BACK = _renames(_DIT_NAMES, False, False), _renames(_DIT_NAMES, False, True)
 
 
 def map_key(official: str) -> tuple[str, str]:
@@ -57,6 +67,25 @@ def map_key(official: str) -> tuple[str, str]:
                 key = pattern.sub(repl, key)
             return attr, key
     raise CheckpointError(f"unexpected key {official!r}: not under decoder./encoder./tokenizer./detokenizer.")
+
+
+_OFFICIAL_PREFIX = {attr: prefix for prefix, attr in _PREFIXES.items()}
+
+
+def official_key(attr: str, key: str) -> str:
+    """Inverse of `map_key`: (AceStepDiT attribute, diffusers key) -> official key.
+
+    Checked against `map_key` on every call, so the writer can never produce a file the
+    loader reads differently.
+    """
+    official = key
+    if (attr, key) != ("condition_encoder", "null_condition_emb"):
+        for pattern, repl in _ATTN_BACK + (_DIT_BACK if attr == "transformer" else []):
+            official = pattern.sub(repl, official)
+        official = _OFFICIAL_PREFIX[attr] + official
+    if map_key(official) != (attr, key):
+        raise AssertionError(f"{attr}.{key} -> {official!r} does not map back: {map_key(official)}")
+    return official
 
 
 def _prepend_cls_token(timbre_encoder: nn.Module) -> None:
@@ -126,16 +155,18 @@ class AceStepDiT:
         # diffusers keeps a copy of the silence latent as a buffer of the condition encoder.
         state["condition_encoder"]["silence_latent"] = silence.to(device=device, dtype=dtype)
         for name, module in modules.items():
-            _load_strict(module, state[name], f"{dit_dir.name}: {name}")
+            _load_strict(module, state[name], name, dit_dir.name)
             module.eval().requires_grad_(False)
         return cls(config=config, silence_latent=silence.to(device=device, dtype=dtype), **modules)
 
 
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Load with `assign=True`; any missing, unexpected or mis-shaped key is an error naming it."""
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], attr: str, checkpoint: str) -> None:
+    """Load with `assign=True`; any missing, unexpected or mis-shaped key is an error naming it
+    as it is spelled in the checkpoint file."""
+    where = f"{checkpoint}: {attr}"
     expected = set(module.state_dict().keys())
-    missing = sorted(expected - state.keys())
-    unexpected = sorted(state.keys() - expected)
+    missing = sorted(official_key(attr, k) for k in expected - state.keys())
+    unexpected = sorted(official_key(attr, k) for k in state.keys() - expected)
     if missing or unexpected:
         parts = []
         if missing:
@@ -147,7 +178,7 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], where: str) 
     for key, tensor in state.items():
         if tuple(own[key].shape) != tuple(tensor.shape):
             raise CheckpointError(
-                f"{where}: {key} has shape {tuple(tensor.shape)} in the checkpoint, module expects {tuple(own[key].shape)}"
+                f"{where}: {official_key(attr, key)} has shape {tuple(tensor.shape)} in the checkpoint, module expects {tuple(own[key].shape)}"
             )
     module.load_state_dict(state, strict=True, assign=True)
     _materialize_buffers(module, state[next(iter(state))].device)

@@ -45,7 +45,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import Qwen3Config, Qwen3Model
 
-from .acestep import AceStepDiT, map_key
+from .acestep import MODULE_NAMES, AceStepDiT, official_key
 from .config import DitConfig
 from .variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, get_variant
 
@@ -165,32 +165,6 @@ def vae_config(size: str = "tiny") -> dict:
     return {**_VAE_FIXED, **_size(size)["vae"]}
 
 
-# -- official key names ---------------------------------------------------------------------
-
-_OFFICIAL_PREFIX = {"transformer": "decoder.", "condition_encoder": "encoder.",
-                    "audio_tokenizer": "tokenizer.", "detokenizer": "detokenizer."}
-_ATTN_BACK = [(re.compile(rf"(self_attn|cross_attn)\.{ours}\."), rf"\1.{theirs}.")
-              for ours, theirs in [("to_q", "q_proj"), ("to_k", "k_proj"), ("to_v", "v_proj"),
-                                   (r"to_out\.0", "o_proj"), ("norm_q", "q_norm"), ("norm_k", "k_norm")]]
-_DIT_BACK = [(re.compile(r"^proj_in_conv\."), "proj_in.1."), (re.compile(r"^proj_out_conv\."), "proj_out.1.")]
-
-
-def official_key(attr: str, key: str) -> str:
-    """Inverse of `map_key`: (AceStepDiT attribute, diffusers key) -> official key.
-
-    Checked against `map_key` on every call, so the writer can never produce a file the
-    loader reads differently.
-    """
-    official = key
-    if (attr, key) != ("condition_encoder", "null_condition_emb"):
-        for pattern, repl in _ATTN_BACK + (_DIT_BACK if attr == "transformer" else []):
-            official = pattern.sub(repl, official)
-        official = _OFFICIAL_PREFIX[attr] + official
-    if map_key(official) != (attr, key):
-        raise AssertionError(f"{attr}.{key} -> {official!r} does not map back: {map_key(official)}")
-    return official
-
-
 # -- the parity kit's weight recipe ---------------------------------------------------------
 
 
@@ -275,7 +249,7 @@ def random_dit(config: DitConfig | dict, *, seed: int = 0, device: torch.device 
 def official_state_dict(dit: AceStepDiT) -> dict[str, torch.Tensor]:
     """The DiT's tensors under official names; the silence latent lives in its own file."""
     state = {}
-    for attr in _OFFICIAL_PREFIX:
+    for attr in MODULE_NAMES:
         for key, tensor in getattr(dit, attr).state_dict().items():
             if (attr, key) != ("condition_encoder", "silence_latent"):
                 state[official_key(attr, key)] = tensor.contiguous()
