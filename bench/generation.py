@@ -1,0 +1,141 @@
+"""Time one generation with Cantata and with diffusers' `AceStepPipeline` on the same weights.
+
+Both pipelines share the very same module instances (random weights in the official shapes:
+tiny, mid, or the full XL/2B sizes), run the same number of steps with guidance on, for the same
+duration, in the same process; each is warmed up once, then timed over `--repeats` runs. Cantata
+is reported per stage (text encoding, DiT steps, VAE decode); the ratio is total wall time,
+diffusers / Cantata (> 1 means Cantata is faster).
+
+    python bench/generation.py --variant xl-sft --size mid --duration 30 --steps 8
+    python bench/generation.py --variant xl-sft --size full --duration 75 --steps 50 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from diffusers import AceStepPipeline, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+
+from cantata.models.device import resolve_device, resolve_dtype
+from cantata.models.tiny import dit_config, qwen_tokenizer_dir, random_dit, text_encoder_config, vae_config
+from cantata.models.variants import get_variant
+from cantata.pipeline import CantataPipeline, GenerationRequest
+from cantata.pipeline.decode import decode_latents
+from cantata.pipeline.latents import seeded_noise
+from cantata.pipeline.sampler import sample
+
+CAPTION = "Warm lo-fi hip hop with dusty vinyl crackle, mellow Rhodes chords, soft female vocals"
+LYRICS = "[Verse]\nCity lights are fading slow\nCoffee steam and radio\n\n[Chorus]\nHold on, hold on\nTill the morning comes"
+
+
+def build(variant: str, size: str, device: torch.device, dtype: torch.dtype) -> CantataPipeline:
+    """Random weights in memory (no multi-GB files), wrapped in Cantata's pipeline."""
+    torch.manual_seed(0)
+    dit = random_dit(dit_config(variant, size), device=device, dtype=dtype)
+    text_cfg = {k: v for k, v in text_encoder_config(size).items() if k not in ("architectures", "transformers_version")}
+    text = Qwen3Model(Qwen3Config(**text_cfg)).to(device=device, dtype=dtype).eval()
+    vae_kwargs = {k: v for k, v in vae_config(size).items()}
+    vae = AutoencoderOobleck(**vae_kwargs).to(device=device, dtype=dtype).eval()
+    tok = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
+    return CantataPipeline(get_variant(variant), dit, text, tok, vae)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_cantata(pipe: CantataPipeline, req: GenerationRequest) -> dict[str, float]:
+    """Stages timed separately; the sum equals what `generate` does (minus the final checks)."""
+    dev = pipe.device
+    sync(dev)
+    t0 = time.perf_counter()
+    prep = pipe.prepare(req)
+    sync(dev)
+    t1 = time.perf_counter()
+    noise = seeded_noise(prep.seeds, prep.frames, 64, dev, pipe.dtype)
+    latents = sample(pipe.dit.transformer, noise, noise, prep.plan)
+    sync(dev)
+    t2 = time.perf_counter()
+    decode_latents(pipe.vae, latents)
+    sync(dev)
+    t3 = time.perf_counter()
+    return {"text": t1 - t0, "dit": t2 - t1, "vae": t3 - t2, "total": t3 - t0}
+
+
+def time_diffusers(pipe: AceStepPipeline, req: GenerationRequest, device: torch.device) -> dict[str, float]:
+    sync(device)
+    t0 = time.perf_counter()
+    pipe(prompt=req.caption, lyrics=req.lyrics, audio_duration=req.duration, vocal_language=req.language,
+         num_inference_steps=req.steps, guidance_scale=req.guidance_scale, shift=3.0,
+         cfg_interval_start=1.0 - req.cfg_interval[1], cfg_interval_end=1.0 - req.cfg_interval[0],
+         generator=torch.Generator(device).manual_seed(req.seeds[0]), output_type="pt")
+    sync(device)
+    return {"total": time.perf_counter() - t0}
+
+
+def median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", default="xl-sft")
+    ap.add_argument("--size", choices=("tiny", "mid", "full"), default="tiny")
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--steps", type=int, default=None, help="default: the variant's (50 for SFT)")
+    ap.add_argument("--guidance-scale", type=float, default=7.0)
+    ap.add_argument("--cfg-interval", default="0:1", help="START:END in t (both pipelines get the same interval)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(device, args.dtype)
+    lo, hi = (float(x) for x in args.cfg_interval.split(":"))
+    variant = get_variant(args.variant)
+    ours = build(variant.name, args.size, device, dtype)
+    scale = 1.0 if variant.turbo else args.guidance_scale
+    req = GenerationRequest(caption=CAPTION, lyrics=LYRICS, duration=args.duration, seeds=[42],
+                            steps=args.steps or variant.steps, guidance_scale=scale, cfg_interval=(lo, hi))
+    theirs = AceStepPipeline(
+        vae=ours.vae, text_encoder=ours.conditioner.text_encoder, tokenizer=ours.conditioner.tokenizer,
+        transformer=ours.dit.transformer, condition_encoder=ours.dit.condition_encoder,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
+        audio_tokenizer=ours.dit.audio_tokenizer, audio_token_detokenizer=ours.dit.detokenizer,
+    )
+    theirs.set_progress_bar_config(disable=True)
+
+    with torch.no_grad():
+        time_cantata(ours, req), time_diffusers(theirs, req, device)  # warm-up (kernels, allocator)
+        c_runs, d_runs = [], []
+        for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
+            c_runs.append(time_cantata(ours, req))
+            d_runs.append(time_diffusers(theirs, req, device))
+    c, d = median(c_runs), median(d_runs)
+    report = {
+        "variant": variant.name, "size": args.size, "duration_s": args.duration, "steps": req.steps,
+        "guidance_scale": scale, "cfg_interval": [lo, hi], "device": str(device), "dtype": str(dtype).split(".")[-1],
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cantata_s": {k: round(v, 4) for k, v in c.items()}, "diffusers_s": round(d["total"], 4),
+        "ratio_diffusers_over_cantata": round(d["total"] / c["total"], 3),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{variant.name} ({args.size}) {args.duration:g}s, {req.steps} steps, guidance {scale:g}, "
+          f"cfg interval [{lo:g}, {hi:g}] on {report['device_name']} {report['dtype']}, median of {args.repeats}")
+    print(f"  cantata   text {c['text']:.3f}s  dit {c['dit']:.3f}s  vae {c['vae']:.3f}s  total {c['total']:.3f}s")
+    print(f"  diffusers total {d['total']:.3f}s")
+    print(f"  ratio (diffusers / cantata): {report['ratio_diffusers_over_cantata']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
