@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from cantata.api.errors import DEFAULT_DOCS_BASE, RunwareError, documentation_url
 from cantata.audio import codecs
+from cantata.jobs.task import AudioInferenceTask, AudioSettings, Inputs, Settings
 from cantata.models.variants import (
     COMPLETE, COVER, EXTRACT, LEGO, REPAINT, TEXT2MUSIC, VARIANTS, Variant, get_variant,
 )
@@ -137,65 +138,6 @@ class Limits:
     max_lyrics_chars: int = 3000
     min_ttl: int = 60
     max_ttl: int = 7 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class AudioSettings:
-    sample_rate: int
-    bitrate: int  # kbps
-    channels: int
-
-
-@dataclass(frozen=True)
-class Inputs:
-    audio: str | None = None  # URL, data URI, base64 or media UUID; resolved elsewhere
-    reference_audios: tuple[str, ...] = ()  # Cantata extension: timbre references
-
-
-@dataclass(frozen=True)
-class Settings:
-    lyrics: str | None = None  # None: instrumental / improvised
-    bpm: int | None = None  # None: the model decides
-    key_scale: str | None = None  # canonical "<Note><acc> <mode>"; None: the model decides
-    time_signature: int | None = None  # None: the model decides
-    vocal_language: str = "en"
-    guidance_type: str = "apg"  # the variant's own ("none" on turbo) unless given
-    cfg_interval_start: float = 0.0
-    cfg_interval_end: float = 1.0
-    cover_conditioning_scale: float = 1.0
-    repainting_start: float | None = None  # 0.0 when a region is given without a start
-    repainting_end: float | None = None  # None: the end of the source
-    repaint_mode: str = "balanced"
-    repaint_strength: float = 0.5
-    task: str | None = None  # lego | extract | complete
-    track_name: str | None = None
-    track_classes: tuple[str, ...] = ()
-    dcw: bool = False
-
-
-@dataclass(frozen=True)
-class AudioInferenceTask:
-    task_uuid: str
-    variant: Variant
-    task_kind: str  # text2music | cover | repaint | lego | extract | complete
-    positive_prompt: str
-    negative_prompt: str | None
-    duration: float | None  # seconds; None when the source track sets the length
-    seed: int | None  # None: the server picks one and reports it
-    steps: int
-    cfg_scale: float | None  # None on turbo models
-    strength: float | None
-    number_results: int
-    output_type: str
-    output_format: str
-    audio_settings: AudioSettings | None  # None for WAV and FLAC
-    delivery_method: str
-    webhook_url: str | None
-    upload_endpoint: str | None
-    include_cost: bool
-    ttl: int | None
-    inputs: Inputs
-    settings: Settings
 
 
 def validate_audio_inference(

@@ -126,7 +126,8 @@ def _read_ffmpeg(data: bytes, max_seconds: float | None) -> tuple[np.ndarray, in
         declared = _declared_seconds(container, stream)
         if declared is not None:
             _check_declared(declared, max_seconds)
-        resampler = av.AudioResampler(format="fltp")  # planar float, same layout and rate
+        # Packed float, same layout and rate: PyAV 18 reads past planar frames of 8+ channels.
+        resampler = av.AudioResampler(format="flt")
         chunks, total, rate, bad_packets = [], 0, stream.rate, 0
         for packet in container.demux(stream):
             try:
@@ -137,15 +138,20 @@ def _read_ffmpeg(data: bytes, max_seconds: float | None) -> tuple[np.ndarray, in
             for frame in frames:
                 rate = frame.sample_rate
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
+                    chunks.append(_planar(out))
                     total += out.samples
                     _check_decoded(total, rate, max_seconds)
-        chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+        chunks.extend(_planar(out) for out in resampler.resample(None))
     if not chunks:
         if bad_packets:
             raise AudioDecodeError(INVALID_AUDIO_FORMAT, "audio stream could not be decoded")
         raise AudioDecodeError(INVALID_AUDIO_EMPTY, "audio contains no samples")
     return np.concatenate(chunks, axis=1), rate
+
+
+def _planar(frame: av.AudioFrame) -> np.ndarray:
+    """``[channels, samples]`` from a packed float frame (reshape fails loudly on a bad frame)."""
+    return frame.to_ndarray().reshape(frame.samples, frame.layout.nb_channels).T
 
 
 def _open_ffmpeg(data: bytes) -> av.container.InputContainer:

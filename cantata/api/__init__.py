@@ -1,0 +1,1 @@
+"""The Runware protocol: schemas, validation, HTTP, WebSocket, delivery. Knows no tensors."""

@@ -1,0 +1,1 @@
+"""Jobs: durable task store, scheduler and worker between the API and the pipeline."""
