@@ -76,14 +76,72 @@ class CantataPipeline:
     @torch.no_grad()
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None,
                  cancelled: CancelCheck | None = None) -> GenerationResult:
-        prep = self.prepare(request)
-        noise = seeded_noise(prep.seeds, prep.frames, self.dit.silence_latent.shape[-1], self.device, self.dtype)
-        x = noise if prep.start is None else prep.start(noise)
-        latents = sample(self.dit.transformer, x, noise, prep.plan, on_step=on_step, cancelled=cancelled)
-        audio = decode_latents(self.vae, latents)[:, :, : prep.samples]
-        audio = finish_audio(audio)
-        self._check(audio)
-        return GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=latents.cpu())
+        return self.generate_batch([request], on_step, cancelled)[0]
+
+    def batch_key(self, request: GenerationRequest) -> tuple | None:
+        """Requests with equal keys can share one DiT batch (`generate_batch`); None: run alone.
+
+        Text-to-music requests with the same sampler settings batch whatever their prompts and
+        lengths: padded items are masked (`padded_dit`), so each gets what it would alone.
+        """
+        if request.task != "text2music" or request.reference_audio:
+            return None
+        v = self.variant
+        return ("text2music", request.steps or v.steps, request.shift if request.shift is not None else v.shift,
+                request.guidance_type or v.guidance_type,
+                request.guidance_scale if request.guidance_scale is not None else v.guidance_scale,
+                tuple(request.cfg_interval), request.dcw)
+
+    @torch.no_grad()
+    def generate_batch(self, requests: list[GenerationRequest], on_step: StepCallback | None = None,
+                       cancelled: CancelCheck | None = None) -> list[GenerationResult]:
+        """Several requests in one DiT batch (equal `batch_key`s), or one request of any kind.
+
+        Progress and cancellation apply to the whole batch.
+        """
+        keys = [self.batch_key(r) for r in requests]
+        if len(requests) > 1 and (None in keys or len(set(keys)) > 1):
+            raise ValueError("these requests cannot share a batch (different batch_key)")
+        preps = [self.prepare(r) for r in requests]
+        plan, noise = self._merge(preps)
+        x = noise if preps[0].start is None else preps[0].start(noise)
+        latents = sample(self.dit.transformer, x, noise, plan, on_step=on_step, cancelled=cancelled)
+        results, row = [], 0
+        for prep in preps:
+            n = len(prep.seeds)
+            mine = latents[row:row + n, :prep.frames]
+            row += n
+            audio = finish_audio(decode_latents(self.vae, mine)[:, :, :prep.samples])
+            self._check(audio)
+            results.append(GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=mine.cpu()))
+        return results
+
+    def _merge(self, preps: list[_Prepared]) -> tuple[SamplerPlan, torch.Tensor]:
+        """One plan and one noise tensor for all items; zero padding + lengths when they differ."""
+        noises = [seeded_noise(p.seeds, p.frames, self.dit.silence_latent.shape[-1], self.device, self.dtype)
+                  for p in preps]
+        if len(preps) == 1:
+            return preps[0].plan, noises[0]
+        frames = max(p.frames for p in preps)
+        pad_t = lambda t: torch.nn.functional.pad(t, (0, 0, 0, frames - t.shape[1]))  # noqa: E731
+        phases = [p.plan.phases[0] for p in preps]
+        width = max(max(ph.cond.shape[1], ph.uncond.shape[1] if ph.uncond is not None else 0) for ph in phases)
+        pad_l = lambda t: torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1]))  # noqa: E731
+        lengths = lambda ts: torch.tensor([n for t in ts for n in [t.shape[1]] * t.shape[0]], device=self.device)  # noqa: E731
+        guided = phases[0].uncond is not None
+        merged = Phase(
+            first_step=0,
+            cond=torch.cat([pad_l(ph.cond) for ph in phases]),
+            uncond=torch.cat([pad_l(ph.uncond) for ph in phases]) if guided else None,
+            context=torch.cat([pad_t(ph.context) for ph in phases]),
+            cond_lengths=lengths([ph.cond for ph in phases]),
+            uncond_lengths=lengths([ph.uncond for ph in phases]) if guided else None,
+        )
+        item_frames = torch.tensor([p.frames for p in preps for _ in p.seeds], device=self.device)
+        base = preps[0].plan
+        plan = SamplerPlan(timesteps=base.timesteps, phases=[merged], guidance=base.guidance,
+                           cfg_interval=base.cfg_interval, dcw=base.dcw, frames=item_frames)
+        return plan, torch.cat([pad_t(n) for n in noises])
 
     # -- request -> sampler plan ----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.padded_dit import padded_forward
 from .dcw import dcw_correct
 from .guidance import APG, CFG
 from .request import GenerationCancelled
@@ -26,6 +27,8 @@ class Phase:
     uncond: torch.Tensor | None  # [B, L', Denc]; None without guidance
     context: torch.Tensor  # [B, T, 128] = [source or hints | chunk mask]
     caption_width: int = 0  # caption tokens in `cond` (the cover switch reuses it)
+    cond_lengths: torch.Tensor | None = None  # [B] tokens of each item's own sequence (padded batches)
+    uncond_lengths: torch.Tensor | None = None
 
 
 @dataclass
@@ -46,28 +49,35 @@ class SamplerPlan:
     cfg_interval: tuple[float, float] = (0.0, 1.0)
     dcw: bool = False
     repaint: Repaint | None = None
+    frames: torch.Tensor | None = None  # [B] valid frames per item when items were padded
 
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
 
 
-def _forward(transformer, x: torch.Tensor, t: torch.Tensor, enc: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+def _forward(transformer, x: torch.Tensor, t: torch.Tensor, enc: torch.Tensor, context: torch.Tensor,
+             frames: torch.Tensor | None, enc_lengths: torch.Tensor | None) -> torch.Tensor:
     tt = t * torch.ones((x.shape[0],), device=x.device, dtype=x.dtype)
-    return transformer(x, tt, tt, enc, context).sample
+    if frames is None:
+        return transformer(x, tt, tt, enc, context).sample
+    return padded_forward(transformer, x, tt, enc, context, frames, enc_lengths)
 
 
-def velocity(transformer, x: torch.Tensor, t: torch.Tensor, phase: Phase, guided: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def velocity(transformer, x: torch.Tensor, t: torch.Tensor, phase: Phase, guided: bool,
+             frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(cond, uncond) velocities; the unconditional pass only when guidance applies."""
     if not guided or phase.uncond is None:
-        return _forward(transformer, x, t, phase.cond, phase.context), None
+        return _forward(transformer, x, t, phase.cond, phase.context, frames, phase.cond_lengths), None
     if phase.uncond.shape[1] == phase.cond.shape[1]:
+        both = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
         v = _forward(transformer, torch.cat([x, x]), t, torch.cat([phase.cond, phase.uncond]),
-                     torch.cat([phase.context, phase.context]))
+                     torch.cat([phase.context, phase.context]), both(frames, frames),
+                     both(phase.cond_lengths, phase.uncond_lengths))
         return v.chunk(2)
     # A negative prompt longer than the caption: the two halves cannot share a batch.
-    return (_forward(transformer, x, t, phase.cond, phase.context),
-            _forward(transformer, x, t, phase.uncond, phase.context))
+    return (_forward(transformer, x, t, phase.cond, phase.context, None, None),
+            _forward(transformer, x, t, phase.uncond, phase.context, None, None))
 
 
 @torch.no_grad()
@@ -76,6 +86,12 @@ def sample(transformer, x: torch.Tensor, noise: torch.Tensor, plan: SamplerPlan,
     """Integrate from `x` (noise, or a noised source) along `plan.timesteps` to t = 0."""
     ts = plan.timesteps
     steps = ts.shape[0] - 1
+    # Padded batches: frames past an item's end stay zero, in x and in every velocity, so that
+    # APG's norms along time and DCW's wavelet pairs see exactly what the item sees alone.
+    keep = None
+    if plan.frames is not None:
+        keep = (torch.arange(x.shape[1], device=x.device)[None, :] < plan.frames[:, None]).unsqueeze(-1).to(x.dtype)
+        x = x * keep
     start, end = plan.cfg_interval
     phase_idx = 0
     for i in range(steps):
@@ -87,7 +103,10 @@ def sample(transformer, x: torch.Tensor, noise: torch.Tensor, plan: SamplerPlan,
         t_curr, t_next = ts[i], ts[i + 1]
         # Compared as tensors, in the schedule dtype, exactly as the official code does.
         guided = plan.guidance is not None and bool(t_curr >= start) and bool(t_curr <= end)
-        cond_v, uncond_v = velocity(transformer, x, t_curr, phase, guided)
+        cond_v, uncond_v = velocity(transformer, x, t_curr, phase, guided, plan.frames)
+        if keep is not None:
+            cond_v = cond_v * keep
+            uncond_v = None if uncond_v is None else uncond_v * keep
         v = plan.guidance(cond_v, uncond_v) if uncond_v is not None else cond_v
 
         x_before = x
@@ -96,6 +115,8 @@ def sample(transformer, x: torch.Tensor, noise: torch.Tensor, plan: SamplerPlan,
             t_f = float(t_curr)
             x0_pred = x_before - v * (t_f * torch.ones_like(x[:, :1, :1]))
             x = dcw_correct(x, x0_pred, t_f)
+        if keep is not None:
+            x = x * keep
         if plan.repaint is not None and i < plan.repaint.injection_steps:
             rp = plan.repaint
             known = t_next * noise + (1.0 - t_next) * rp.source
