@@ -76,3 +76,23 @@ def finish_audio(audio: torch.Tensor, normalize_dbfs: float | None = NORMALIZE_D
             item = item * (10 ** (normalize_dbfs / 20) / peak)
         out.append(item)
     return torch.stack(out)
+
+
+def splice_source(audio: torch.Tensor, splice) -> torch.Tensor:
+    """Keep the original waveform outside the regenerated window (linear crossfades at its
+    edges), so the untouched part carries no VAE round-trip error (model.md §5.3)."""
+    n = min(audio.shape[-1], splice.source.shape[-1])
+    start, end = max(0, min(splice.start, n)), max(0, min(splice.end, n))
+    end = max(start, end)
+    mask = torch.zeros(n)
+    mask[start:end] = 1.0
+    cf = splice.crossfade
+    if cf > 0:
+        lo, hi = max(start - cf, 0), min(end + cf, n)
+        if start > lo:
+            mask[lo:start] = torch.linspace(0.0, 1.0, start - lo + 2)[1:-1]
+        if hi > end:
+            mask[end:hi] = torch.linspace(1.0, 0.0, hi - end + 2)[1:-1]
+    out = audio.clone()
+    out[..., :n] = mask * audio[..., :n] + (1.0 - mask) * splice.source[:, :n].to(audio.dtype)
+    return out

@@ -1,0 +1,75 @@
+"""Waveform -> latents with the VAE encoder (model.md §8), and reference-audio preparation (§1.3).
+
+Deliberate difference from the official code: it samples the VAE posterior (and picks the
+reference segments) from the global RNG, so the same request gives different audio every time.
+Here both are drawn from a generator seeded with the request's seed, so a request is repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from .request import SAMPLE_RATE
+
+OVERLAP_SAMPLES = 2 * SAMPLE_RATE
+REFERENCE_SECONDS = 30
+SEGMENT_SECONDS = 10
+SILENT_PEAK = 1e-6
+
+
+def auto_chunk_samples(device: torch.device) -> int:
+    """The official rule: 30 s windows, 15 s on small (<= 8 GB) or no GPUs."""
+    if device.type == "cuda":
+        total_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
+        return SAMPLE_RATE * (30 if total_gb > 8 else 15)
+    return SAMPLE_RATE * 15
+
+
+@torch.no_grad()
+def vae_encode(vae, audio: torch.Tensor, generator: torch.Generator, chunk: int | None = None) -> torch.Tensor:
+    """`[2, samples]` float in [-1, 1] at 48 kHz -> `[1, frames, 64]` latents (model dtype).
+
+    Overlap-discard tiling as the official encoder: windows of `chunk` samples with 2 s of
+    context on each side, the context latents thrown away.
+    """
+    param = next(vae.parameters())
+    chunk = chunk or auto_chunk_samples(param.device)
+    audio = audio.clamp(-1, 1).unsqueeze(0)
+    samples = audio.shape[-1]
+
+    def encode(piece: torch.Tensor) -> torch.Tensor:
+        dist = vae.encode(piece.to(device=param.device, dtype=param.dtype)).latent_dist
+        return dist.sample(generator=generator)
+
+    if samples <= chunk:
+        return encode(audio).transpose(1, 2)
+    stride = chunk - 2 * OVERLAP_SAMPLES
+    pieces, hop = [], None
+    for i in range(math.ceil(samples / stride)):
+        core_lo, core_hi = i * stride, min((i + 1) * stride, samples)
+        win_lo, win_hi = max(0, core_lo - OVERLAP_SAMPLES), min(samples, core_hi + OVERLAP_SAMPLES)
+        lat = encode(audio[:, :, win_lo:win_hi])
+        hop = hop or (win_hi - win_lo) / lat.shape[-1]
+        cut_lo = int(round((core_lo - win_lo) / hop))
+        cut_hi = int(round((win_hi - core_hi) / hop))
+        pieces.append(lat[:, :, cut_lo: lat.shape[-1] - cut_hi if cut_hi else None])
+    return torch.cat(pieces, dim=-1).transpose(1, 2)
+
+
+def reference_clip(audio: torch.Tensor, rng: random.Random) -> torch.Tensor | None:
+    """30 s of timbre reference: one 10 s segment from each third of the track (tiled when the
+    track is shorter than 30 s), segment offsets from `rng`. None for a silent reference."""
+    if audio.abs().max() < SILENT_PEAK:
+        return None
+    target, seg = REFERENCE_SECONDS * SAMPLE_RATE, SEGMENT_SECONDS * SAMPLE_RATE
+    if audio.shape[-1] < target:
+        audio = audio.repeat(1, math.ceil(target / audio.shape[-1]))
+    total = audio.shape[-1]
+    third = total // 3
+    starts = [rng.randint(0, max(0, third - seg)),
+              third + rng.randint(0, max(0, third - seg)),
+              2 * third + rng.randint(0, max(0, total - 2 * third - seg))]
+    return torch.cat([audio[:, s:s + seg] for s in starts], dim=-1)
