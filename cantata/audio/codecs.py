@@ -27,6 +27,7 @@ MIME_TYPES = {"MP3": "audio/mpeg", "WAV": "audio/wav", "FLAC": "audio/flac", "OG
 FILE_EXTENSIONS = {"MP3": ".mp3", "WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg"}
 
 _RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+# Runware lists rates for the lossy formats; WAV and FLAC are given the same nine.
 ALLOWED_SAMPLE_RATES: dict[str, tuple[int, ...]] = {
     "MP3": _RATES,
     "WAV": _RATES,
@@ -99,7 +100,8 @@ _WRITE_BLOCK = 1 << 16
 def _format(fmt: str) -> str:
     name = str(fmt).upper()
     if name not in FORMATS:
-        raise AudioEncodeError(f"unsupported output format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        expected = ", ".join(FORMATS)
+        raise AudioEncodeError(f"unsupported output format {fmt!r}; expected one of {expected}")
     return name
 
 
@@ -150,26 +152,27 @@ def encode(
     bitrate_kbps: float | None = None,
     wav_subtype: str = "PCM_16",
 ) -> bytes:
-    """Encode ``audio`` (float32 ``[channels, samples]`` at ``sample_rate``) as ``fmt``.
+    """Encode ``audio`` (float32 ``[channels, samples]``, 1-D = mono) at ``sample_rate`` as ``fmt``.
 
     ``out_sample_rate`` / ``channels`` default to the input's. ``bitrate_kbps`` must lie in
-    :func:`bitrate_window` for MP3 and OGG (default :func:`default_bitrate`); lossless formats
-    ignore it. WAV is 16-bit PCM unless ``wav_subtype="FLOAT"``; FLAC is 16-bit.
+    :func:`bitrate_window` for MP3 and OGG (default :func:`default_bitrate`); MP3 snaps it to a
+    standard bitrate (:func:`mp3_cbr_kbps`), lossless formats ignore it. WAV is 16-bit PCM
+    unless ``wav_subtype="FLOAT"``; FLAC is 16-bit.
     """
     fmt = _format(fmt)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
     if audio.ndim != 2 or audio.shape[0] not in ALLOWED_CHANNELS or audio.shape[1] == 0:
-        raise AudioEncodeError(f"audio must be [1 or 2 channels, >0 samples], got shape {audio.shape}")
+        raise AudioEncodeError(f"audio must be [1 or 2 channels, samples], got shape {audio.shape}")
     if sample_rate <= 0:
         raise AudioEncodeError(f"invalid input sample rate {sample_rate}")
     rate = sample_rate if out_sample_rate is None else out_sample_rate
     channels = audio.shape[0] if channels is None else channels
     _check_layout(fmt, rate, channels)
-    wav_subtype = wav_subtype.upper()
-    if fmt == "WAV" and wav_subtype not in WAV_SUBTYPES:
-        raise AudioEncodeError(f"unsupported WAV subtype {wav_subtype!r}; expected one of {', '.join(WAV_SUBTYPES)}")
+    if fmt == "WAV" and (wav_subtype := str(wav_subtype).upper()) not in WAV_SUBTYPES:
+        expected = ", ".join(WAV_SUBTYPES)
+        raise AudioEncodeError(f"unsupported WAV subtype {wav_subtype!r}; expected {expected}")
 
     window = bitrate_window(fmt, rate, channels)
     kbps = bitrate_kbps
@@ -195,8 +198,8 @@ def encode(
 
 
 def _prepare(audio: np.ndarray, rate_in: int, rate_out: int, channels: int) -> np.ndarray:
-    """Match the channel count (before resampling: less work), resample, then clip: soxr can
-    overshoot full scale and libsndfile's integer PCM writers wrap rather than saturate."""
+    """Match the channel count (before resampling: less work), resample, then sanitise: soxr
+    can overshoot full scale, and float WAV, MP3 and Vorbis would carry overs or NaNs through."""
     if channels == 1 and audio.shape[0] == 2:
         audio = audio.mean(axis=0, keepdims=True)
     elif channels == 2 and audio.shape[0] == 1:
@@ -223,7 +226,9 @@ def _encode_mp3(audio: np.ndarray, rate: int, kbps: int) -> bytes:
     return out.getvalue()
 
 
-def _write_soundfile(audio: np.ndarray, rate: int, container: str, subtype: str, **options) -> bytes:
+def _write_soundfile(
+    audio: np.ndarray, rate: int, container: str, subtype: str, **options: float
+) -> bytes:
     out = io.BytesIO()
     with sf.SoundFile(out, "w", rate, audio.shape[0], subtype, format=container, **options) as f:
         for start in range(0, audio.shape[1], _WRITE_BLOCK):

@@ -1,9 +1,10 @@
 """Decode user-supplied audio (cover / repaint inputs) into the pipeline's float32 stereo.
 
-The format is found from the bytes, never a file name: libsndfile first (WAV, FLAC, OGG
-Vorbis/Opus, MP3, AIFF, ...), then FFmpeg through PyAV for the rest (M4A/AAC, WebM/Opus, ...).
-FFmpeg may only use plain audio/media containers, so an uploaded playlist or SDP file cannot
-make it open other files or the network.
+The format is found from the bytes, never a file name: libsndfile first (WAV, FLAC, Ogg
+Vorbis, MP3, AIFF, ...), then FFmpeg through PyAV for the rest (M4A/AAC, Opus, WebM, ...).
+FFmpeg may only use plain audio/media containers, so an uploaded playlist (ffconcat, HLS) or
+SDP file cannot make it read server files or the network. Sample rates outside 8-384 kHz are
+refused.
 
 Every failure is an :class:`AudioDecodeError` whose ``code`` is one of:
 
@@ -38,6 +39,8 @@ _FFMPEG_CONTAINERS = "wav,w64,aiff,caf,flac,ogg,mp3,aac,mov,matroska,asf"
 # files clearly too long, and the decoded length decides the rest.
 _DECLARED_SLACK = 1.05
 _READ_BLOCK = 1 << 16
+# A header claiming 1 Hz would make resampling to 48 kHz blow a small file up 48000-fold.
+_INPUT_RATES = range(8000, 384001)
 _SURROUND_GAIN = 1 / math.sqrt(2)
 
 
@@ -50,7 +53,9 @@ class AudioDecodeError(ValueError):
         self.message = message
 
 
-def decode_audio(data: bytes, *, target_sample_rate: int = 48000, max_seconds: float | None = None) -> np.ndarray:
+def decode_audio(
+    data: bytes, *, target_sample_rate: int = 48000, max_seconds: float | None = None
+) -> np.ndarray:
     """Decode ``data`` to float32 ``[2, samples]`` at ``target_sample_rate``, clamped to [-1, 1]."""
     if target_sample_rate <= 0:
         raise ValueError(f"invalid target sample rate {target_sample_rate}")
@@ -60,6 +65,8 @@ def decode_audio(data: bytes, *, target_sample_rate: int = 48000, max_seconds: f
         audio, rate = _decode(bytes(data), max_seconds)
         if audio.shape[1] == 0:
             raise AudioDecodeError(INVALID_AUDIO_EMPTY, "audio contains no samples")
+        if rate not in _INPUT_RATES:
+            raise AudioDecodeError(INVALID_AUDIO_FORMAT, f"unsupported sample rate {rate} Hz")
         audio = _to_stereo(audio)
         if rate != target_sample_rate:
             audio = soxr.resample(np.ascontiguousarray(audio.T), rate, target_sample_rate).T
@@ -104,9 +111,12 @@ def _decode(data: bytes, max_seconds: float | None) -> tuple[np.ndarray, int]:
 
 
 def _read_soundfile(data: bytes, max_seconds: float | None) -> tuple[np.ndarray, int] | None:
-    """Decode with libsndfile; None hands the file to FFmpeg (multichannel, or no samples)."""
+    """Decode with libsndfile; None hands the file to FFmpeg (multichannel, Opus, no samples).
+
+    libsndfile 1.2.2 garbles the start of FFmpeg-muxed Ogg Opus when read in blocks, hence Opus
+    goes to FFmpeg."""
     with sf.SoundFile(io.BytesIO(data)) as f:
-        if f.channels > 2:
+        if f.channels > 2 or f.subtype == "OPUS":
             return None
         _check_declared(f.frames / f.samplerate, max_seconds)
         blocks, total = [], 0
@@ -167,7 +177,9 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     return container.streams.audio[0]
 
 
-def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+def _declared_seconds(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
+) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -177,12 +189,14 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.audio.s
 
 def _check_declared(seconds: float, max_seconds: float | None) -> None:
     if max_seconds is not None and seconds > max_seconds * _DECLARED_SLACK:
-        raise AudioDecodeError(INVALID_AUDIO_TOO_LONG, f"audio is {seconds:.1f} s long; the limit is {max_seconds:g} s")
+        message = f"audio is {seconds:.1f} s long; the limit is {max_seconds:g} s"
+        raise AudioDecodeError(INVALID_AUDIO_TOO_LONG, message)
 
 
 def _check_decoded(samples: int, rate: int, max_seconds: float | None) -> None:
     if max_seconds is not None and samples > max_seconds * rate:
-        raise AudioDecodeError(INVALID_AUDIO_TOO_LONG, f"audio is longer than the limit of {max_seconds:g} s")
+        message = f"audio is longer than the limit of {max_seconds:g} s"
+        raise AudioDecodeError(INVALID_AUDIO_TOO_LONG, message)
 
 
 def _to_stereo(audio: np.ndarray) -> np.ndarray:
