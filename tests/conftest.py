@@ -18,3 +18,11 @@ def parity_root(tmp_path_factory) -> Path:
     for f in qwen_tokenizer_dir().iterdir():
         shutil.copy(f, root / "Qwen3-Embedding-0.6B" / f.name)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """Tiny random checkpoints (XL SFT, XL base, 2B turbo) written by `make-tiny`'s code."""
+    from cantata.models.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoints", ["xl-sft", "xl-base", "turbo"])

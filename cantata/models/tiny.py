@@ -12,14 +12,14 @@ in the parity kit.
 
 Sizes (`SIZES`; "full" is the real model, model.md §2.1, for in-memory benchmarks):
 
-| size | DiT hidden / MLP / layers / heads × head_dim / KV | encoder hidden / MLP / heads / KV | lyric / timbre / pooler layers | window | Qwen3 hidden / MLP / layers / heads / KV | VAE channels |
+| size | DiT hidden / MLP / layers / heads × head_dim / KV | encoder hidden / MLP / heads / KV | lyric / timbre / pooler layers | window | Qwen3 hidden / MLP / layers / heads / KV | VAE encoder / decoder channels |
 |---|---|---|---|---|---|---|
-| tiny XL | 96 / 256 / 4 / 8 × 16 / 2 | 64 / 160 / 4 / 2 | 2 / 2 / 2 | 16 | 32 / 64 / 2 / 4 × 8 / 2 | 4 |
-| tiny 2B | 64 / 160 / 4 / 4 × 16 / 2 | = DiT | 2 / 2 / 2 | 16 | same | 4 |
-| mid XL | 640 / 2432 / 8 / 16 × 64 / 4 | 512 / 1536 / 8 / 4 | 4 / 2 / 2 | 128 | 256 / 768 / 4 / 8 × 64 / 4 | 16 |
-| mid 2B | 512 / 1536 / 6 / 8 × 64 / 4 | = DiT | 4 / 2 / 2 | 128 | same | 16 |
-| full XL | 2560 / 9728 / 32 / 32 × 128 / 8 | 2048 / 6144 / 16 / 8 | 8 / 4 / 2 | 128 | 1024 / 3072 / 28 / 16 × 128 / 8 | 128 |
-| full 2B | 2048 / 6144 / 24 / 16 × 128 / 8 | = DiT | 8 / 4 / 2 | 128 | same | 128 |
+| tiny XL | 96 / 256 / 4 / 8 × 16 / 2 | 64 / 160 / 4 / 2 | 2 / 2 / 2 | 16 | 32 / 64 / 2 / 4 × 8 / 2 | 128 flat / 4 flat |
+| tiny 2B | 64 / 160 / 4 / 4 × 16 / 2 | = DiT | 2 / 2 / 2 | 16 | same | same |
+| mid XL | 640 / 2432 / 8 / 16 × 64 / 4 | 512 / 1536 / 8 / 4 | 4 / 2 / 2 | 128 | 256 / 768 / 4 / 8 × 64 / 4 | 128 / 16, ×[1,1,2,2,4] |
+| mid 2B | 512 / 1536 / 6 / 8 × 64 / 4 | = DiT | 4 / 2 / 2 | 128 | same | same |
+| full XL | 2560 / 9728 / 32 / 32 × 128 / 8 | 2048 / 6144 / 16 / 8 | 8 / 4 / 2 | 128 | 1024 / 3072 / 28 / 16 × 128 / 8 | 128 / 128, ×[1,2,4,8,16] |
+| full 2B | 2048 / 6144 / 24 / 16 × 128 / 8 | = DiT | 8 / 4 / 2 | 128 | same | same |
 
 "mid" keeps the real ratios (XL: MLP 3.8× hidden, query width 1.6× hidden, 4 query heads per KV
 head, encoder narrower than the DiT; 2B: query width = hidden; encoders: MLP 3×, 2 heads per KV
@@ -62,7 +62,9 @@ SIZES: dict[str, dict[str, dict]] = {
                      "num_attention_pooler_hidden_layers": 2, "sliding_window": 16},
         "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                  "num_key_value_heads": 2, "head_dim": 8},
-        "vae": {"encoder_hidden_size": 4, "decoder_channels": 4},
+        # The encoder's width is also its output (mean + scale): 128 gives the 64 latent channels
+        # the DiT reads, so tiny keeps 128 but no channel growth (the parity kit's 4 only decodes).
+        "vae": {"encoder_hidden_size": 128, "decoder_channels": 4, "channel_multiples": [1, 1, 1, 1, 1]},
     },
     "mid": {
         "xl": {"hidden_size": 640, "intermediate_size": 2432, "num_hidden_layers": 8, "num_attention_heads": 16,
@@ -74,7 +76,7 @@ SIZES: dict[str, dict[str, dict]] = {
                      "num_attention_pooler_hidden_layers": 2, "sliding_window": 128},
         "text": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8,
                  "num_key_value_heads": 4, "head_dim": 64},
-        "vae": {"encoder_hidden_size": 16, "decoder_channels": 16},
+        "vae": {"encoder_hidden_size": 128, "decoder_channels": 16, "channel_multiples": [1, 1, 2, 2, 4]},
     },
     "full": {
         "xl": {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 32, "num_attention_heads": 32,

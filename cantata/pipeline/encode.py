@@ -29,11 +29,12 @@ def auto_chunk_samples(device: torch.device) -> int:
 
 
 @torch.no_grad()
-def vae_encode(vae, audio: torch.Tensor, generator: torch.Generator, chunk: int | None = None) -> torch.Tensor:
+def vae_encode(vae, audio: torch.Tensor, generator: torch.Generator, chunk: int | None = None,
+               overlap: int = OVERLAP_SAMPLES) -> torch.Tensor:
     """`[2, samples]` float in [-1, 1] at 48 kHz -> `[1, frames, 64]` latents (model dtype).
 
-    Overlap-discard tiling as the official encoder: windows of `chunk` samples with 2 s of
-    context on each side, the context latents thrown away.
+    Overlap-discard tiling as the official encoder: windows of `chunk` samples with `overlap`
+    (2 s) of context on each side, the context latents thrown away.
     """
     param = next(vae.parameters())
     chunk = chunk or auto_chunk_samples(param.device)
@@ -46,11 +47,11 @@ def vae_encode(vae, audio: torch.Tensor, generator: torch.Generator, chunk: int 
 
     if samples <= chunk:
         return encode(audio).transpose(1, 2)
-    stride = chunk - 2 * OVERLAP_SAMPLES
+    stride = chunk - 2 * overlap
     pieces, hop = [], None
     for i in range(math.ceil(samples / stride)):
         core_lo, core_hi = i * stride, min((i + 1) * stride, samples)
-        win_lo, win_hi = max(0, core_lo - OVERLAP_SAMPLES), min(samples, core_hi + OVERLAP_SAMPLES)
+        win_lo, win_hi = max(0, core_lo - overlap), min(samples, core_hi + overlap)
         lat = encode(audio[:, :, win_lo:win_hi])
         hop = hop or (win_hi - win_lo) / lat.shape[-1]
         cut_lo = int(round((core_lo - win_lo) / hop))

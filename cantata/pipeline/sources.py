@@ -19,10 +19,7 @@ class Source:
     latents: torch.Tensor  # [1, T, 64] in the model dtype, outpainting pads included
     waveform: torch.Tensor | None  # [2, samples] float32 on CPU, padded alike (for the splice)
     offset: float  # seconds of left padding: source time t is at t + offset here
-
-    @property
-    def samples(self) -> int:
-        return self.waveform.shape[-1] if self.waveform is not None else self.latents.shape[1] * HOP
+    samples: int  # audio samples to deliver: the source plus any outpainting
 
 
 def load_source(src: SourceAudio, vae, silence_latent: torch.Tensor, generator: torch.Generator,
@@ -40,9 +37,9 @@ def load_source(src: SourceAudio, vae, silence_latent: torch.Tensor, generator: 
             wav = torch.nn.functional.pad(wav, (left, right))
         if src.latents is not None and not (left or right):
             latents = src.latents
-        else:
-            latents = vae_encode(vae, wav, generator)
-        return Source(_as_batch(latents).to(device, dtype), wav, pad_left)
+        else:  # encoded from a whole number of frames, so the decode can be cut back exactly
+            latents = vae_encode(vae, torch.nn.functional.pad(wav, (0, -wav.shape[-1] % HOP)), generator)
+        return Source(_as_batch(latents).to(device, dtype), wav, pad_left, wav.shape[-1])
     if src.latents is None:
         raise ValueError("source audio needs a waveform or latents")
     lat = _as_batch(src.latents).to(device, dtype)
@@ -50,7 +47,8 @@ def load_source(src: SourceAudio, vae, silence_latent: torch.Tensor, generator: 
     right = int(pad_right * SAMPLE_RATE) // HOP
     parts = [silence(silence_latent, left)] if left else []
     parts += [lat] + ([silence(silence_latent, right)] if right else [])
-    return Source(torch.cat(parts, dim=1), None, left * HOP / SAMPLE_RATE)
+    latents = torch.cat(parts, dim=1)
+    return Source(latents, None, left * HOP / SAMPLE_RATE, latents.shape[1] * HOP)
 
 
 def _as_batch(latents: torch.Tensor) -> torch.Tensor:
