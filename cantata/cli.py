@@ -1,4 +1,4 @@
-"""`cantata` command line: generate songs, make test checkpoints (and, later, serve the API)."""
+"""`cantata` command line: generate songs, make test checkpoints, serve the API, manage API keys."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .models.variants import DEFAULT_VARIANT, VARIANTS
 
-DEMO_ROOT = Path.home() / ".cache" / "cantata" / "demo-checkpoints"
+DEMO_ROOT = Path.home() / ".cache" / "cantata" / "demo-checkpoints-2"  # bump when the tiny layout changes
 
 
 def _interval(text: str) -> tuple[float, float]:
@@ -71,6 +71,45 @@ def _add_checkpoint(sub) -> None:
     tiny.set_defaults(func=cmd_make_tiny)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve Runware's audioInference API over HTTP and WebSocket",
+                       description="Serve ACE-Step 1.5 behind Runware's audioInference protocol (POST /v1, "
+                                   "WebSocket /v1). Every option can also come from --config FILE or a "
+                                   "CANTATA_* environment variable (see cantata/config.py); flags win.")
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, help="TCP port (default 8080)")
+    p.add_argument("--public-url", help="base URL clients reach the server at (for audioURL links)")
+    p.add_argument("--data-dir", type=Path, help="database and media directory (default ~/.local/share/cantata)")
+    p.add_argument("--checkpoints", type=Path, help="checkpoint root (default $CANTATA_CHECKPOINTS or ~/.cache)")
+    p.add_argument("--model", action="append", help=f"variant to serve; repeat for several (default xl-sft; "
+                                                    f"{', '.join(VARIANTS)})")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--dtype", help="auto, fp32, bf16, fp16")
+    p.add_argument("--demo", action="store_true",
+                   help="serve tiny random checkpoints (made on first use): the whole API in seconds, audio is noise")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
+    p.add_argument("--no-auth", action="store_true", help="accept requests without an API key (local use only)")
+    p.add_argument("--api-keys-file", type=Path, help="hashed API keys (default <data-dir>/api-keys)")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="let webhooks, uploads and input URLs reach loopback/private addresses")
+    p.set_defaults(func=cmd_serve)
+
+
+def _add_keys(sub) -> None:
+    p = sub.add_parser("keys", help="manage API keys (stored hashed)")
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--data-dir", type=Path, help="data directory holding the default keys file")
+    p.add_argument("--api-keys-file", type=Path, help="keys file (default <data-dir>/api-keys)")
+    ksub = p.add_subparsers(dest="keys_cmd", required=True)
+    add = ksub.add_parser("add", help="create a key; it is printed once and only its hash is stored")
+    add.add_argument("name", help="key name: the identity that owns tasks and media")
+    ksub.add_parser("list", help="list key names")
+    rm = ksub.add_parser("remove", help="revoke a key")
+    rm.add_argument("name")
+    p.set_defaults(func=cmd_keys)
+
+
 def demo_checkpoints(variant: str) -> Path:
     """Tiny random checkpoints under ~/.cache, written on first use."""
     from .models.tiny import write_tiny_checkpoint
@@ -117,6 +156,56 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _server_config(args, **flags):
+    from .config import load_config
+
+    overrides = {"data_dir": args.data_dir, "api_keys_file": args.api_keys_file, **flags}
+    return load_config(args.config, overrides=overrides)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .api.app import create_app
+    from .jobs.logfmt import kv
+
+    config = _server_config(
+        args, host=args.host, port=args.port, public_url=args.public_url, checkpoints=args.checkpoints,
+        models=args.model, device=args.device, dtype=args.dtype, demo=args.demo or None,
+        download=False if args.no_download else None, no_auth=args.no_auth or None,
+        allow_private_urls=args.allow_private_urls or None)
+    if not args.verbose:
+        logging.getLogger().setLevel(config.log_level.upper())
+    if config.demo and args.checkpoints is None:
+        for model in config.models:
+            root = demo_checkpoints(model)
+        config = config.replace(checkpoints=root)
+    if config.no_auth:
+        logging.getLogger("cantata").warning(kv("auth.disabled", note="--no-auth: every request is accepted "
+                                                "without a key; do not expose this server"))
+    app = create_app(config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
+                ws_max_size=config.max_request_bytes, timeout_graceful_shutdown=config.shutdown_grace + 5)
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from .api.auth import add_key, read_keys_file, remove_key
+
+    path = _server_config(args).api_keys_file
+    if args.keys_cmd == "add":
+        key = add_key(path, args.name)
+        print(key)
+        print(f"(stored the hash of key {args.name!r} in {path}; the key itself is shown only now)", file=sys.stderr)
+    elif args.keys_cmd == "list":
+        for name in read_keys_file(path):
+            print(name)
+    elif not remove_key(path, args.name):
+        print(f"no key named {args.name!r} in {path}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_make_tiny(args) -> int:
     from .models.tiny import write_tiny_checkpoint
 
@@ -132,13 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_checkpoint(sub)
+    _add_serve(sub)
+    _add_keys(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = ("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s" if args.command in ("serve", "keys")
+                  else "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=log_format)
     try:
         return args.func(args)
     except Exception as exc:  # one readable line instead of a traceback for expected failures

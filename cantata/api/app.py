@@ -1,0 +1,169 @@
+"""The ASGI app: `create_app(config, engine=...)` wires the API layer onto a job engine.
+
+Routes:
+  POST /v1                  tasks over HTTP (cantata.api.http)
+  WS   /v1                  tasks over WebSocket (cantata.api.ws)
+  GET  /v1/media/<uuid>.<ext>  result files and uploads (unguessable UUIDs, like Runware's URLs;
+                            404 `mediaNotFound` / `mediaExpired` once their ttl is over)
+  GET  /health              liveness: the process answers
+  GET  /ready               readiness: models loaded, workers alive, store writable (503 if not)
+  GET  /metrics             Prometheus text format
+  GET  /docs/api            the error codes and where the `documentation` links point
+
+The app's lifespan starts the engine (recovering unfinished tasks), the delivery service and the
+WebSocket session sweeper, and on shutdown stops taking work and lets the running batch finish
+(engine.stop). Anything unexpected is answered with a Runware error body, never a bare 500 page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+
+from ..config import ServerConfig
+from ..jobs.engine import Engine
+from ..jobs.logfmt import kv
+from ..jobs.media import is_media_id
+from .auth import KeyRing
+from .codes import SERVER_ERROR_CODES, all_codes, server_error
+from .cost import CostModel
+from .delivery import DeliveryService
+from .dispatch import Dispatcher
+from .http import envelope, post_v1
+from .metrics import CONTENT_TYPE, Metrics
+from .responses import Renderer
+from .watch import TaskWatch
+from .ws import Sessions, ws_v1
+
+log = logging.getLogger("cantata.api")
+
+_SESSION_SWEEP_EVERY = 5.0
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs, hung on `app.state.cantata`."""
+
+    config: ServerConfig
+    engine: Engine
+    keyring: KeyRing
+    renderer: Renderer
+    dispatcher: Dispatcher
+    metrics: Metrics
+    watch: TaskWatch
+    delivery: DeliveryService
+    sessions: Sessions
+
+
+def create_app(config: ServerConfig, engine: Engine | None = None, *, keyring: KeyRing | None = None) -> FastAPI:
+    engine = engine or Engine.from_config(config)
+    costs = CostModel(config.cost_per_gpu_second, config.cost_per_audio_second)
+    renderer = Renderer(base_url=config.base_url, store=engine.store, storage=engine.storage, costs=costs)
+    metrics = Metrics(engine)
+    watch = TaskWatch(engine)
+    policy = config.outbound_policy()
+    services = Services(
+        config=config, engine=engine, keyring=keyring or KeyRing.from_config(config), renderer=renderer,
+        dispatcher=Dispatcher(engine=engine, renderer=renderer, costs=costs, metrics=metrics, policy=policy,
+                              limits=config.validation_limits(), base_url=config.base_url),
+        metrics=metrics, watch=watch,
+        delivery=DeliveryService(engine, renderer, watch, policy, attempts=config.webhook_attempts,
+                                 base_delay=config.webhook_base_delay),
+        sessions=Sessions(config.ws_resume_window))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        watch.bind(asyncio.get_running_loop())
+        await asyncio.to_thread(engine.start)
+        background = [asyncio.create_task(services.delivery.run()),
+                      asyncio.create_task(_sweep_sessions(services.sessions))]
+        log.info(kv("server.started", url=config.base_url, models=",".join(config.models),
+                    auth="off" if services.keyring.no_auth else "on", demo=config.demo or None))
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            await services.delivery.stop()
+            services.sessions.close()
+            await asyncio.to_thread(engine.stop)
+            watch.close()
+            metrics.close()
+            log.info(kv("server.stopped"))
+
+    app = FastAPI(title="Cantata", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.cantata = services
+    app.add_api_route("/v1", post_v1, methods=["POST"])
+    app.add_api_websocket_route("/v1", ws_v1)
+    app.add_api_route("/v1/media/{name}", media, methods=["GET", "HEAD"])
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/ready", ready, methods=["GET"])
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.add_api_route("/docs/api", api_docs, methods=["GET"])
+    app.add_exception_handler(HTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unexpected)
+    return app
+
+
+async def _sweep_sessions(sessions: Sessions) -> None:
+    while True:
+        await asyncio.sleep(_SESSION_SWEEP_EVERY)
+        sessions.expire()
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.cantata
+
+
+async def media(request: Request, name: str) -> Response:
+    s = _services(request)
+    media_id, dot, ext = name.partition(".")
+    record = s.engine.store.get_media(media_id) if is_media_id(media_id) else None
+    if record is None or record.ext != dot + ext:
+        return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name[:80]}.")])
+    if record.expires_at <= s.engine.clock():
+        return envelope([], [s.dispatcher.error("mediaExpired", f"{name} has expired (its ttl is over).")])
+    path = s.engine.storage.local_path(record.storage_key)
+    if path is None or not path.is_file():
+        return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name}.")])
+    return FileResponse(path, media_type=record.mime, headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> JSONResponse:
+    state = await asyncio.to_thread(_services(request).engine.readiness)
+    return JSONResponse(state, status_code=200 if state["ready"] else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(_services(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def api_docs(request: Request) -> PlainTextResponse:
+    lines = ["# Cantata API: error codes", "", "Every error object carries code, message and, where it applies,",
+             "parameter, taskType, taskUUID and documentation.", "", "## errors", ""]
+    lines += [f"- `{code}`: {text}" for code, text in sorted(all_codes().items())]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/markdown")
+
+
+async def _http_exception(request: Request, exc: HTTPException) -> JSONResponse:
+    code = {404: "notFound", 405: "methodNotAllowed"}.get(exc.status_code, "invalidRequestBody")
+    message = SERVER_ERROR_CODES.get(code, (None, str(exc.detail)))[1]
+    s = _services(request)
+    return envelope([], [s.dispatcher.error(code, message)], status=exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception(kv("request.crashed", path=request.url.path))
+    err = server_error("internalServerError", "An unexpected error occurred.", docs_base=_services(request).config.base_url)
+    return envelope([], [err], status=500)

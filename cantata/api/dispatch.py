@@ -1,0 +1,224 @@
+"""One task object in, its reply out: the task types both transports (HTTP and WebSocket) share.
+
+`Dispatcher.handle` never raises. Every failure becomes a `RunwareError` in the reply, scoped to
+its task (taskType/taskUUID filled in when the client sent them), so one bad task never stops the
+others in the same array. Authentication is the transports' job (they read the key before they
+dispatch); an `authentication` task reaching here is a no-op.
+
+Task types: `audioInference`, `getResponse`, `getTaskDetails`, `mediaStorage` (upload/delete of
+input audio), `ping`, and Cantata's `cancel` (`{"taskType":"cancel","taskUUID":<task>}`).
+A sync `audioInference` reply is empty with `follow` set: the transport waits for the task and
+renders its results; async ones (and those with a webhookURL) are acknowledged at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import outbound
+from ..jobs.engine import DuplicateTask, Engine, InputError, NotServed, QueueFull, ShuttingDown, TaskView
+from ..jobs.logfmt import kv
+from ..jobs.media import is_media_id, url_path
+from .codes import server_error
+from .cost import CostModel
+from .errors import RunwareError, documentation_url
+from .metrics import Metrics
+from .responses import Renderer, ack
+from .validation import Limits, validate_audio_inference, validate_task_uuid
+
+log = logging.getLogger("cantata.api")
+
+TASK_TYPES = ("audioInference", "getResponse", "getTaskDetails", "mediaStorage", "cancel", "ping", "authentication")
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: str
+    transport: str  # http | ws
+    dry_run: bool = False
+
+
+@dataclass
+class Reply:
+    data: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[RunwareError] = field(default_factory=list)
+    follow: str | None = None  # a sync audioInference to wait for
+
+
+class Dispatcher:
+    def __init__(self, *, engine: Engine, renderer: Renderer, costs: CostModel, metrics: Metrics,
+                 policy: outbound.OutboundPolicy, limits: Limits, base_url: str) -> None:
+        self.engine = engine
+        self.renderer = renderer
+        self.costs = costs
+        self.metrics = metrics
+        self.policy = policy
+        self.limits = limits
+        self.base_url = base_url
+        self._handlers = {
+            "audioInference": self._audio_inference, "getResponse": self._get_response,
+            "getTaskDetails": self._get_task_details, "mediaStorage": self._media_storage,
+            "cancel": self._cancel, "ping": self._ping, "authentication": self._noop,
+        }
+
+    async def handle(self, task: Any, caller: Caller) -> Reply:
+        try:
+            if not isinstance(task, dict):
+                raise self.error("invalidTaskObject", "Each task must be a JSON object.")
+            task_type = task.get("taskType")
+            if task_type is None:
+                raise self.error("missingTaskType", "taskType is required.", parameter="taskType")
+            handler = self._handlers.get(task_type) if isinstance(task_type, str) else None
+            if handler is None:
+                raise self.error("unsupportedTaskType", f"taskType {task_type!r} is not supported here.",
+                                 parameter="taskType", allowed_values=",".join(f"'{t}'" for t in TASK_TYPES))
+            return await handler(task, caller)
+        except RunwareError as err:
+            self._scope(err, task)
+            self.metrics.count_error(err.code)
+            return Reply(errors=[err])
+        except Exception:  # a bug must cost one task its reply, not the whole request a 500
+            log.exception(kv("dispatch.crashed", taskUUID=_uuid_of(task)))
+            err = self.error("internalServerError", "An unexpected error occurred while handling this task.")
+            self._scope(err, task)
+            self.metrics.count_error(err.code)
+            return Reply(errors=[err])
+
+    def error(self, code: str, message: str, **kw: Any) -> RunwareError:
+        return server_error(code, message, docs_base=self.base_url, **kw)
+
+    def _scope(self, err: RunwareError, task: Any) -> None:
+        if err.documentation is None:
+            err.documentation = documentation_url(err.parameter, self.base_url)
+        if isinstance(task, dict):
+            if err.task_type is None and isinstance(task.get("taskType"), str):
+                err.task_type = task["taskType"][:64]
+            if err.task_uuid is None:
+                err.task_uuid = _uuid_of(task)
+
+    # -- audioInference --------------------------------------------------------------------------
+
+    async def _audio_inference(self, task: dict, caller: Caller) -> Reply:
+        validated = validate_audio_inference(task, docs_base=self.base_url, limits=self.limits)
+        for parameter, url in (("webhookURL", validated.webhook_url), ("uploadEndpoint", validated.upload_endpoint)):
+            if url is not None:
+                self._check_url(url, parameter)
+        if validated.variant.name not in self.engine.models:
+            raise self._not_served(validated.variant.air)
+        if caller.dry_run:
+            if self.engine.store.get_task(validated.task_uuid) is not None:
+                raise self._conflict(validated.task_uuid)
+            return Reply(data=[{**ack(validated.task_uuid), "cost": self.costs.estimate(validated), "dryRun": True}])
+        try:
+            stored = await asyncio.to_thread(self.engine.submit, validated, key_id=caller.key_id, request=task)
+        except DuplicateTask:
+            raise self._conflict(validated.task_uuid) from None
+        except QueueFull as exc:
+            raise self.error("rateLimitExceeded", f"{exc}; retry with exponential backoff.") from None
+        except ShuttingDown:
+            raise self.error("serviceUnavailable", "The server is shutting down; retry shortly.") from None
+        except NotServed:
+            raise self._not_served(validated.variant.air) from None
+        except InputError as exc:
+            raise self.error(exc.code, exc.message, parameter=exc.parameter) from None
+        if stored.delivery_method == "async" or stored.webhook_url:
+            return Reply(data=[ack(stored.task_uuid)])
+        return Reply(follow=stored.task_uuid)
+
+    def _check_url(self, url: str, parameter: str) -> None:
+        try:
+            outbound.check_url(url, self.policy)
+        except outbound.OutboundError as exc:
+            raise self.error(exc.code, f"{parameter}: {exc}", parameter=parameter) from None
+
+    def _conflict(self, task_uuid: str) -> RunwareError:
+        return self.error("conflictTaskUUID", f"taskUUID {task_uuid} was already used; send a new UUID v4 for "
+                          "each task (poll getResponse to follow the existing one).", parameter="taskUUID")
+
+    def _not_served(self, air: str) -> RunwareError:
+        served = ", ".join(self.engine.models)
+        return self.error("unsupportedModel", f"{air} is not served by this server (it serves: {served}).",
+                          parameter="model")
+
+    # -- polling, details, cancel ------------------------------------------------------------------
+
+    async def _view(self, task: dict, caller: Caller) -> TaskView:
+        task_uuid = validate_task_uuid(task.get("taskUUID"))
+        view = await asyncio.to_thread(self.engine.view, task_uuid, caller.key_id)
+        if view is None:
+            raise self.error("taskNotFound", f"No task {task_uuid} for this API key.", parameter="taskUUID")
+        return view
+
+    async def _get_response(self, task: dict, caller: Caller) -> Reply:
+        view = await self._view(task, caller)
+        data, errors = await asyncio.to_thread(self.renderer.items, view)
+        return Reply(data=data, errors=errors)
+
+    async def _get_task_details(self, task: dict, caller: Caller) -> Reply:
+        view = await self._view(task, caller)
+        data, errors = await asyncio.to_thread(self.renderer.items, view)
+        return Reply(data=[{"taskType": "getTaskDetails", "taskUUID": view.uuid, "request": [view.request],
+                            "response": {"data": data, "errors": [e.to_dict() for e in errors]},
+                            "status": view.status, "attempts": view.attempts}])
+
+    async def _cancel(self, task: dict, caller: Caller) -> Reply:
+        task_uuid = validate_task_uuid(task.get("taskUUID"))
+        if caller.dry_run:
+            return Reply(data=[{"taskType": "cancel", "taskUUID": task_uuid, "dryRun": True}])
+        view = await asyncio.to_thread(self.engine.cancel, task_uuid, caller.key_id)
+        if view is None:
+            raise self.error("taskNotFound", f"No task {task_uuid} for this API key.", parameter="taskUUID")
+        return Reply(data=[{"taskType": "cancel", "taskUUID": task_uuid, "status": view.status}])
+
+    # -- mediaStorage ----------------------------------------------------------------------------
+
+    async def _media_storage(self, task: dict, caller: Caller) -> Reply:
+        task_uuid = validate_task_uuid(task.get("taskUUID"))
+        operation, media = task.get("operation"), task.get("media", task.get("mediaUUID"))
+        if operation not in ("upload", "delete") or not isinstance(media, str) or not media.strip():
+            raise self.error("invalidMediaStorage", "mediaStorage needs operation 'upload' with media (a data URI, "
+                             "base64 data or an http(s) URL) or operation 'delete' with media (a media UUID).",
+                             parameter="operation" if operation not in ("upload", "delete") else "media")
+        reply = {"taskType": "mediaStorage", "taskUUID": task_uuid, "operation": operation}
+        if caller.dry_run:
+            return Reply(data=[{**reply, "dryRun": True}])
+        if operation == "delete":
+            if not is_media_id(media) or not await asyncio.to_thread(self.engine.delete_media, media,
+                                                                     key_id=caller.key_id):
+                raise self.error("mediaNotFound", f"No media {media[:64]} for this API key.", parameter="media")
+            return Reply(data=[{**reply, "mediaUUID": media.lower()}])
+        record = await self._upload(media, caller)
+        return Reply(data=[{**reply, "mediaUUID": record.id,
+                            "mediaURL": self.base_url + url_path(record.id, record.ext)}])
+
+    async def _upload(self, media: str, caller: Caller):
+        try:
+            if media[:8].lower().startswith(("http://", "https://")):
+                try:
+                    data, mime = await outbound.fetch_bytes(media, self.policy)
+                except outbound.OutboundError as exc:
+                    raise InputError(exc.code, str(exc), "media") from None
+            else:
+                data, mime = self.engine.inputs.decode_inline(media, "media")
+            return await asyncio.to_thread(self.engine.upload, data, mime, key_id=caller.key_id)
+        except InputError as exc:
+            raise self.error(exc.code, exc.message, parameter="media") from None
+
+    # -- trivial ---------------------------------------------------------------------------------
+
+    async def _ping(self, task: dict, caller: Caller) -> Reply:
+        item = {"taskType": "ping", "pong": True}
+        if isinstance(task.get("taskUUID"), str):
+            item["taskUUID"] = task["taskUUID"]
+        return Reply(data=[item])
+
+    async def _noop(self, task: dict, caller: Caller) -> Reply:
+        return Reply()
+
+
+def _uuid_of(task: Any) -> str | None:
+    uuid = task.get("taskUUID") if isinstance(task, dict) else None
+    return uuid if isinstance(uuid, str) and len(uuid) <= 100 else None

@@ -1,0 +1,102 @@
+"""Response items: how a task's state reads on the wire (sync replies, getResponse, webhooks, WS).
+
+* A result item: `taskType`, `taskUUID` (the task's own, also in getResponse), `status:"success"`,
+  `audioUUID`, exactly one of `audioURL` / `audioBase64Data` / `audioDataURI` (per `outputType`),
+  `seed`, `cost` only with `includeCost`, and `uploadEndpoint` once the file was PUT there.
+  Status and an output field together make every client see it as done: the TS SDK counts
+  `status == "success"`, the Python SDK looks for an `...URL`/`...Base64Data`/`...DataURI` key,
+  the old SDK for `audioUUID`.
+* While running (or queued, or uploading): one item `status:"processing"` with `progress` 0-100,
+  and no `audioUUID` (the old SDK would count it as a result).
+* Failures go to `errors` with `status:"error"` and the task's taskType/taskUUID.
+* getResponse is cumulative and stable: results in index order, every time.
+
+A task counts as settled (what sync waits for) when it is finished and none of its upload PUTs
+is still pending: with `uploadEndpoint` the file goes out before the client hears it is done.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from ..jobs.engine import TaskView
+from ..jobs.media import MediaStorage, url_path
+from ..jobs.store import CANCELLED, ERROR, SUCCESS, ResultRecord, Store
+from .codes import server_error
+from .cost import CostModel
+from .errors import RunwareError
+
+TASK_TYPE = "audioInference"
+
+
+def ack(task_uuid: str) -> dict[str, Any]:
+    return {"taskType": TASK_TYPE, "taskUUID": task_uuid}
+
+
+def settled(view: TaskView) -> bool:
+    return view.finished and not any(d.kind == "upload" and d.status == "pending" for d in view.deliveries)
+
+
+class Renderer:
+    def __init__(self, *, base_url: str, store: Store, storage: MediaStorage, costs: CostModel) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.store = store
+        self.storage = storage
+        self.costs = costs
+
+    def items(self, view: TaskView) -> tuple[list[dict[str, Any]], list[RunwareError]]:
+        """The task's data items and errors as of now (reads media files for base64 outputs)."""
+        if view.status in (ERROR, CANCELLED):
+            return [], [self.task_error(view)]
+        if view.status != SUCCESS or not settled(view):
+            progress = 99 if view.status == SUCCESS else view.progress  # uploading
+            return [{**ack(view.uuid), "status": "processing", "progress": progress}], []
+        data = [self.result_item(view, r) for r in view.results]
+        errors = [self.upload_error(view, d.result_idx, d.last_error) for d in view.deliveries
+                  if d.kind == "upload" and d.status == "failed"]
+        return data, errors
+
+    def result_item(self, view: TaskView, result: ResultRecord) -> dict[str, Any]:
+        task = view.task
+        item: dict[str, Any] = {**ack(view.uuid), "status": "success", "audioUUID": result.audio_uuid}
+        if task.output_type == "URL":
+            item["audioURL"] = self.base_url + url_path(result.audio_uuid, result.ext)
+        else:
+            encoded = base64.b64encode(self.media_bytes(result)).decode("ascii")
+            if task.output_type == "base64Data":
+                item["audioBase64Data"] = encoded
+            else:
+                item["audioDataURI"] = f"data:{result.mime};base64,{encoded}"
+        item["seed"] = result.seed
+        if task.include_cost:
+            item["cost"] = self.costs.actual(view.model, result.gpu_seconds)
+        if any(d.kind == "upload" and d.result_idx == result.idx and d.status == "done" for d in view.deliveries):
+            item["uploadEndpoint"] = task.upload_endpoint
+        return item
+
+    def task_error(self, view: TaskView) -> RunwareError:
+        error = view.error or {"code": "inferenceError", "message": "the task failed"}
+        return server_error(error["code"], error["message"], parameter=error.get("parameter"), task_type=TASK_TYPE,
+                            task_uuid=view.uuid, docs_base=self.base_url, task_failure=True)
+
+    def upload_error(self, view: TaskView, idx: int | None, detail: str | None) -> RunwareError:
+        result = view.results[idx] if idx is not None and idx < len(view.results) else None
+        what = f"result {result.audio_uuid}" if result else "the result"
+        return server_error(
+            "uploadFailed", f"could not upload {what} to uploadEndpoint ({detail or 'no answer'}); it is still "
+            "available from this server", parameter="uploadEndpoint", task_type=TASK_TYPE, task_uuid=view.uuid,
+            docs_base=self.base_url, task_failure=True)
+
+    def webhook_payload(self, view: TaskView, idx: int | None) -> dict[str, Any]:
+        """One webhook body: a result item, or the task's error."""
+        if idx is None:
+            return {"errors": [self.task_error(view).to_dict()]}
+        return {"data": [self.result_item(view, view.results[idx])]}
+
+    def media_bytes(self, result: ResultRecord) -> bytes:
+        media = self.store.get_media(result.audio_uuid)
+        if media is None:
+            raise FileNotFoundError(result.audio_uuid)
+        return self.storage.get(media.storage_key)
+

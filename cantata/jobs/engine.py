@@ -1,0 +1,443 @@
+"""The job engine: the job layer's one entry point for the API, and the owner of its lifecycle.
+
+Layering (data flows one way):
+
+    API (protocol, envelopes) -> Engine.submit(validated task) -> Store (durable) + Scheduler (what
+    next) -> ModelWorker (pipeline) -> Engine.complete/fail -> Store -> events -> API responses
+
+The engine accepts tasks (inputs settled, seed fixed, row written, queued), cancels them, answers
+status queries with plain `TaskView`s, persists what workers report and notifies listeners of
+every change. It knows nothing of HTTP or WebSocket envelopes.
+
+Durability rules:
+* Start-up: queued tasks are queued again; a task found `running` died with the process. It is
+  retried once (its first start counted an attempt); found running a second time it fails with
+  `taskInterrupted`, so a task that crashes the server cannot crash it forever.
+* Shutdown: stop accepting and picking work, let the running batch finish within the grace
+  period, else stop it at its next step and put its tasks back in the queue without counting
+  the attempt.
+* Expiry: finished tasks, results and uploads are kept for `result_ttl` (URL results for their
+  `ttl` when given); a sweeper thread deletes expired files and rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .inputs import InputAudio, InputError, is_url
+from .logfmt import kv
+from .mapping import base_seed, batch_key
+from .media import LocalDiskStorage, MediaStorage
+from .scheduler import QueuedTask, QueueFull, Scheduler
+from .store import (CANCELLED, ERROR, QUEUED, RUNNING, SUCCESS, TERMINAL, Delivery, DuplicateTask, MediaRecord,
+                    NewDelivery, NewResult, ResultRecord, Store)
+from .task import AudioInferenceTask
+from .worker import EncodedAudio, Job, ModelWorker
+
+log = logging.getLogger("cantata.engine")
+
+#: Starts a task may have; found running at start-up after this many, it fails.
+MAX_ATTEMPTS = 2
+TASK_INTERRUPTED = "taskInterrupted"
+TASK_CANCELLED = "taskCancelled"
+DEMO_NOTE = "demo checkpoints have random weights: the audio is noise"
+_PROGRESS_EVERY = 0.25  # seconds between progress notifications
+_PERSIST_EVERY = 1.0  # seconds between progress writes to the store
+
+__all__ = ["Engine", "TaskView", "Event", "QueueFull", "DuplicateTask", "NotServed", "ShuttingDown",
+           "InputError", "TASK_INTERRUPTED", "TASK_CANCELLED", "MAX_ATTEMPTS"]
+
+
+class NotServed(Exception):
+    """The task's model is valid but this server does not serve it."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping and takes no new work."""
+
+
+class Event(NamedTuple):
+    task_uuid: str
+    kind: str  # queued | progress | finished | delivery
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A task as the API layer sees it: plain values, no tensors, no envelopes."""
+
+    uuid: str
+    key_id: str
+    model: str
+    status: str
+    progress: int
+    attempts: int
+    task: AudioInferenceTask
+    request: dict[str, Any]
+    error: dict[str, Any] | None
+    results: list[ResultRecord]
+    deliveries: list[Delivery]
+    created_at: float
+    finished_at: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+class Engine:
+    def __init__(self, *, store: Store, storage: MediaStorage, scheduler: Scheduler, inputs: InputAudio,
+                 loader: Callable[[str], object], models: tuple[str, ...], result_ttl: float,
+                 sweep_interval: float = 60.0, shutdown_grace: float = 30.0, demo: bool = False,
+                 download_threads: int = 2, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.storage = storage
+        self.scheduler = scheduler
+        self.inputs = inputs
+        self.models = models
+        self.result_ttl = result_ttl
+        self.sweep_interval = sweep_interval
+        self.shutdown_grace = shutdown_grace
+        self.demo = demo
+        self.clock = clock
+        self.accepting = False
+        self.workers = {m: ModelWorker(m, loader=loader, scheduler=scheduler, sink=self, inputs=inputs, demo=demo)
+                        for m in models}
+        self._downloads = ThreadPoolExecutor(download_threads, thread_name_prefix="cantata-download")
+        self._listeners: list[Callable[[Event], None]] = []
+        self._cancel_requested: set[str] = set()
+        self._progress: dict[str, int] = {}
+        self._progress_times: dict[str, tuple[float, float]] = {}  # uuid -> (last notified, last persisted)
+        self._lock = threading.Lock()
+        self._stop_sweeper = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="cantata-sweeper", daemon=True)
+
+    @classmethod
+    def from_config(cls, config, loader: Callable[[str], object] | None = None) -> "Engine":
+        """An engine over `config.data_dir`, loading pipelines from `config.checkpoints`."""
+        store = Store(config.db_path)
+        storage = LocalDiskStorage(config.media_dir)
+        inputs = InputAudio(store, storage, config.outbound_policy(), max_bytes=config.max_input_audio_bytes,
+                            max_seconds=config.max_input_audio_seconds, retention=config.result_ttl)
+        return cls(store=store, storage=storage, scheduler=Scheduler(config.queue_capacity, config.max_batch_size),
+                   inputs=inputs, loader=loader or pipeline_loader(config), models=config.models,
+                   result_ttl=config.result_ttl, sweep_interval=config.sweep_interval,
+                   shutdown_grace=config.shutdown_grace, demo=config.demo)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        for worker in self.workers.values():
+            worker.start()
+        self._sweeper.start()
+        self.accepting = True
+        if self.demo:
+            log.warning(kv("demo", note=DEMO_NOTE))
+
+    def recover(self) -> None:
+        """Put the store's unfinished tasks back to work after a restart (see module docstring)."""
+        for record in self.store.tasks_with_status(RUNNING):
+            if record.attempts >= MAX_ATTEMPTS:
+                self._finish_error(record.uuid, TASK_INTERRUPTED, "the server stopped twice while running this "
+                                   "task, so it is not retried again", from_statuses=(RUNNING,))
+            else:
+                self.store.requeue(record.uuid, uncount_attempt=False)
+                log.warning(kv("task.retry", taskUUID=record.uuid, reason="server stopped while it ran"))
+        for record in self.store.tasks_with_status(QUEUED):
+            task = AudioInferenceTask.from_json(record.task_json)
+            pending = [u for u in _input_refs(task) if is_url(u) and u not in record.inputs]
+            self._queue(task, record.key_id, record.seq, ready=not pending, force=True)
+            if pending:
+                self._downloads.submit(self._download, task, record.key_id, pending)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop taking work; give the running batch `grace` seconds, then stop it and requeue it."""
+        self.accepting = False
+        self.scheduler.close()
+        deadline = time.monotonic() + (self.shutdown_grace if grace is None else grace)
+        for worker in self.workers.values():
+            if worker.is_alive():
+                worker.join(max(0.0, deadline - time.monotonic()))
+        for worker in self.workers.values():
+            if worker.is_alive():
+                log.warning(kv("shutdown.abort", model=worker.model, note="grace period over: batch requeued"))
+                worker.abort()
+                worker.join(30)
+        self._downloads.shutdown(wait=False, cancel_futures=True)
+        self._stop_sweeper.set()
+        if self._sweeper.is_alive():
+            self._sweeper.join(5)
+
+    def readiness(self) -> dict[str, Any]:
+        models = {m: "ready" if w.loaded.is_set() else (f"failed: {w.load_error}" if w.load_error else "loading")
+                  for m, w in self.workers.items()}
+        alive = all(w.is_alive() for w in self.workers.values())
+        writable = self.store.writable() and self.storage.writable()
+        return {"ready": self.accepting and alive and writable and all(v == "ready" for v in models.values()),
+                "models": models, "workersAlive": alive, "storeWritable": writable, "accepting": self.accepting}
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `listener(Event)` on every change (from any thread; it must not block)."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def notify(self, task_uuid: str, kind: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(Event(task_uuid, kind))
+            except Exception:
+                log.exception(kv("listener.failed", taskUUID=task_uuid))
+
+    # -- API side ------------------------------------------------------------------------------
+
+    def submit(self, task: AudioInferenceTask, *, key_id: str, request: dict[str, Any]) -> AudioInferenceTask:
+        """Accept a validated task: settle its inputs, fix its seed, store and queue it. Returns the
+        task as stored. Raises ShuttingDown, NotServed, DuplicateTask, QueueFull or InputError."""
+        if not self.accepting:
+            raise ShuttingDown("the server is shutting down")
+        if task.variant.name not in self.models:
+            raise NotServed(task.variant.air)
+        if self.store.get_task(task.task_uuid) is not None:
+            raise DuplicateTask(task.task_uuid)
+        if not self.scheduler.has_room():
+            raise QueueFull(f"the queue is full ({self.scheduler.capacity} tasks)")
+        audio = task.inputs.audio and self.inputs.accept(task.inputs.audio, owner=key_id, parameter="inputs.audio")
+        refs = tuple(self.inputs.accept(r, owner=key_id, parameter="inputs.referenceAudios")
+                     for r in task.inputs.reference_audios)
+        task = dataclasses.replace(task, seed=base_seed(task),
+                                   inputs=dataclasses.replace(task.inputs, audio=audio or None, reference_audios=refs))
+        seq = self.store.insert_task(uuid=task.task_uuid, key_id=key_id, model=task.variant.name,
+                                     task_json=task.to_json(), request_json=json.dumps(_slim(request, task)),
+                                     inputs={}, now=self.clock())
+        pending = [u for u in _input_refs(task) if is_url(u)]
+        self._queue(task, key_id, seq, ready=not pending, force=True)
+        if pending:
+            self._downloads.submit(self._download, task, key_id, pending)
+        log.info(kv("task.accepted", taskUUID=task.task_uuid, key=key_id, model=task.variant.name,
+                    kind=task.task_kind, duration=task.duration, steps=task.steps, results=task.number_results,
+                    delivery=task.delivery_method))
+        self.notify(task.task_uuid, "queued")
+        return task
+
+    def view(self, task_uuid: str, key_id: str | None = None) -> TaskView | None:
+        """The task, or None when unknown or owned by another key (the two look the same)."""
+        record = self.store.get_task(task_uuid)
+        if record is None or (key_id is not None and record.key_id != key_id):
+            return None
+        progress = record.progress
+        if record.status == RUNNING:
+            progress = max(progress, self._progress.get(task_uuid, 0))
+        return TaskView(
+            uuid=record.uuid, key_id=record.key_id, model=record.model, status=record.status, progress=progress,
+            attempts=record.attempts, task=AudioInferenceTask.from_json(record.task_json),
+            request=json.loads(record.request_json), error=record.error, results=self.store.results(task_uuid),
+            deliveries=self.store.deliveries(task_uuid), created_at=record.created_at,
+            finished_at=record.finished_at)
+
+    def cancel(self, task_uuid: str, key_id: str) -> TaskView | None:
+        """Cancel a queued or running task (a running batch stops at its next step, or drops this
+        task's results when other tasks share it). Finished tasks are left as they are."""
+        record = self.store.get_task(task_uuid)
+        if record is None or record.key_id != key_id:
+            return None
+        if record.status in (QUEUED, RUNNING):
+            with self._lock:
+                self._cancel_requested.add(task_uuid)
+            queued = self.scheduler.remove(task_uuid)
+            self._finish_error(task_uuid, TASK_CANCELLED, "the task was cancelled at the client's request",
+                               status=CANCELLED)
+            if queued:  # no worker holds it, so none will report back
+                self._forget(task_uuid)
+        return self.view(task_uuid, key_id)
+
+    def upload(self, data: bytes, mime: str | None, *, key_id: str) -> MediaRecord:
+        return self.inputs.save_upload(data, mime, owner=key_id)
+
+    def delete_media(self, media_id: str, *, key_id: str) -> bool:
+        record = self.store.get_media(media_id)
+        if record is None or record.owner != key_id:
+            return False
+        self.store.delete_media(media_id)
+        self.storage.delete(record.storage_key)
+        return True
+
+    # -- JobSink: what workers report ----------------------------------------------------------
+
+    def begin(self, batch: list[QueuedTask]) -> list[Job]:
+        jobs = []
+        now = self.clock()
+        for queued in batch:
+            if self.is_cancelled(queued.task_uuid) or not self.store.mark_running(queued.task_uuid, now):
+                self._forget(queued.task_uuid)
+                continue
+            record = self.store.get_task(queued.task_uuid)
+            jobs.append(Job(uuid=record.uuid, task=AudioInferenceTask.from_json(record.task_json),
+                            inputs=record.inputs))
+            log.info(kv("task.started", taskUUID=record.uuid, model=record.model, attempt=record.attempts,
+                        batch=len(batch)))
+            self.notify(record.uuid, "progress")
+        return jobs
+
+    def report_progress(self, uuids: list[str], done: int, total: int) -> None:
+        pct = min(99, int(100 * done / max(total, 1)))  # 100 only once the results are stored
+        now = time.monotonic()
+        for uuid in uuids:
+            self._progress[uuid] = pct
+            notified, persisted = self._progress_times.get(uuid, (0.0, 0.0))
+            if now - persisted >= _PERSIST_EVERY:
+                self.store.set_progress(uuid, pct)
+                persisted = now
+            if now - notified >= _PROGRESS_EVERY or done == total:
+                self.notify(uuid, "progress")
+                notified = now
+            self._progress_times[uuid] = (notified, persisted)
+
+    def complete(self, job: Job, seeds: list[int], audio: list[EncodedAudio], gpu_seconds: float) -> None:
+        task = job.task
+        now = self.clock()
+        keep = task.ttl if (task.output_type == "URL" and task.ttl) else self.result_ttl
+        per_item = gpu_seconds / max(len(audio), 1)
+        results = []
+        for idx, (seed, enc) in enumerate(zip(seeds, audio)):
+            audio_uuid = str(uuidlib.uuid4())
+            key = self.storage.put(audio_uuid, enc.ext, enc.data)
+            results.append(NewResult(idx=idx, audio_uuid=audio_uuid, seed=seed, storage_key=key, ext=enc.ext,
+                                     mime=enc.mime, size=len(enc.data), gpu_seconds=per_item,
+                                     expires_at=now + keep))
+        record = self.store.get_task(job.uuid)
+        deliveries = [NewDelivery("upload", task.upload_endpoint, r.idx) for r in results if task.upload_endpoint]
+        deliveries += [NewDelivery("webhook", task.webhook_url, r.idx) for r in results if task.webhook_url]
+        ok = self.store.finish(job.uuid, SUCCESS, now=now, expires_at=now + self.result_ttl, results=results,
+                               owner=record.key_id if record else "", deliveries=deliveries, from_statuses=(RUNNING,))
+        if not ok:  # cancelled (or swept) while it ran: its files have no row to expire with
+            for r in results:
+                self.storage.delete(r.storage_key)
+            self._forget(job.uuid)
+            return
+        log.info(kv("task.finished", taskUUID=job.uuid, status=SUCCESS, results=len(results),
+                    seeds=",".join(map(str, seeds)), gpu_seconds=round(gpu_seconds, 3),
+                    format=task.output_format, demo=self.demo or None, note=DEMO_NOTE if self.demo else None))
+        self._forget(job.uuid)
+        self.notify(job.uuid, "finished")
+
+    def fail(self, uuid: str, code: str, message: str, parameter: str | None = None) -> None:
+        self._finish_error(uuid, code, message, parameter=parameter)
+
+    def cancelled(self, uuid: str) -> None:
+        """A worker stopped or dropped a cancelled task (already marked cancelled by `cancel`)."""
+        self._forget(uuid)
+
+    def interrupted(self, uuids: list[str]) -> None:
+        """A batch stopped by shutdown: back to queued, this start not counted."""
+        for uuid in uuids:
+            self.store.requeue(uuid, uncount_attempt=True)
+            self._forget(uuid)
+            log.warning(kv("task.requeued", taskUUID=uuid, reason="shutdown"))
+
+    def is_cancelled(self, uuid: str) -> bool:
+        with self._lock:
+            return uuid in self._cancel_requested
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _queue(self, task: AudioInferenceTask, key_id: str, seq: int, *, ready: bool, force: bool) -> None:
+        self.scheduler.add(QueuedTask(task_uuid=task.task_uuid, key_id=key_id, model=task.variant.name,
+                                      batch_key=batch_key(task), duration=task.duration,
+                                      items=task.number_results, seq=seq, ready=ready), force=force)
+
+    def _download(self, task: AudioInferenceTask, key_id: str, urls: list[str]) -> None:
+        """Fetch a queued task's input URLs into media; then it may run."""
+        for url in urls:
+            parameter = "inputs.audio" if url == task.inputs.audio else "inputs.referenceAudios"
+            try:
+                media = self.inputs.download(url, owner=key_id, parameter=parameter)
+            except InputError as exc:
+                self.scheduler.remove(task.task_uuid)
+                self._finish_error(task.task_uuid, exc.code, exc.message, parameter=exc.parameter,
+                                   from_statuses=(QUEUED,))
+                return
+            except Exception as exc:  # never leave a task waiting on a download that died
+                log.exception(kv("input.download_crashed", taskUUID=task.task_uuid))
+                self.scheduler.remove(task.task_uuid)
+                self._finish_error(task.task_uuid, "urlUnreachable", f"could not download {url}: {exc}",
+                                   parameter=parameter, from_statuses=(QUEUED,))
+                return
+            self.store.set_input(task.task_uuid, url, media.id)
+        self.scheduler.mark_ready(task.task_uuid)
+
+    def _finish_error(self, uuid: str, code: str, message: str, *, parameter: str | None = None,
+                      status: str = ERROR, from_statuses: tuple[str, ...] = (QUEUED, RUNNING)) -> None:
+        record = self.store.get_task(uuid)
+        if record is None:
+            return
+        task = AudioInferenceTask.from_json(record.task_json)
+        now = self.clock()
+        error = {"code": code, "message": message, **({"parameter": parameter} if parameter else {})}
+        deliveries = [NewDelivery("webhook", task.webhook_url, None)] if task.webhook_url else []
+        if self.store.finish(uuid, status, now=now, expires_at=now + self.result_ttl, error=error,
+                             deliveries=deliveries, from_statuses=from_statuses):
+            log.info(kv("task.finished", taskUUID=uuid, status=status, code=code, message=message))
+            self.notify(uuid, "finished")
+        if status != CANCELLED:
+            self._forget(uuid)
+
+    def _forget(self, uuid: str) -> None:
+        self._progress.pop(uuid, None)
+        self._progress_times.pop(uuid, None)
+        with self._lock:
+            self._cancel_requested.discard(uuid)
+
+    def sweep(self) -> None:
+        """Delete expired media files and rows, then finished tasks past their retention."""
+        now = self.clock()
+        for media in self.store.expired_media(now):
+            self.storage.delete(media.storage_key)
+            self.store.delete_media(media.id)
+        removed = self.store.delete_expired_tasks(now)
+        if removed:
+            log.info(kv("sweep", tasks_removed=removed))
+
+    def _sweep_loop(self) -> None:
+        while not self._stop_sweeper.wait(self.sweep_interval):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception(kv("sweep.failed"))
+
+
+def _input_refs(task: AudioInferenceTask) -> list[str]:
+    return [r for r in (task.inputs.audio, *task.inputs.reference_audios) if r]
+
+
+def _slim(request: dict[str, Any], task: AudioInferenceTask) -> dict[str, Any]:
+    """The request as sent, with inline audio replaced by the media UUIDs it was stored as."""
+    inputs = request.get("inputs")
+    if not isinstance(inputs, dict):
+        return request
+    slim_inputs = dict(inputs)
+    if task.inputs.audio:
+        slim_inputs["audio"] = task.inputs.audio
+    if task.inputs.reference_audios:
+        slim_inputs["referenceAudios"] = list(task.inputs.reference_audios)
+    return {**request, "inputs": slim_inputs}
+
+
+def pipeline_loader(config) -> Callable[[str], object]:
+    """Load a served model from the configured checkpoint root (downloading if allowed)."""
+    def load(model: str):
+        from ..pipeline import CantataPipeline
+
+        return CantataPipeline.from_pretrained(config.checkpoints, model, device=config.device, dtype=config.dtype,
+                                               download=config.download)
+    return load

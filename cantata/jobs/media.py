@@ -1,0 +1,112 @@
+"""Where media bytes live: uploaded input audio and encoded results.
+
+`MediaStorage` is the interface the rest of the server uses; `LocalDiskStorage` keeps files under
+one directory. Storage keys are built here from a validated UUID and an extension from a fixed
+list, never from anything else a client sent, so no request can name a path. Writes are atomic
+(temporary file + rename): a crash leaves either the whole file or none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from ..audio.codecs import FILE_EXTENSIONS, MIME_TYPES
+
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: Canonical MIME type of every extension we store; uploads of unknown type are ".bin".
+EXT_MIME = {
+    **{FILE_EXTENSIONS[fmt]: mime for fmt, mime in MIME_TYPES.items()},
+    ".m4a": "audio/mp4", ".aac": "audio/aac", ".webm": "audio/webm", ".opus": "audio/opus",
+    ".aiff": "audio/aiff", ".bin": "application/octet-stream",
+}
+_MIME_ALIASES = {"audio/mp3": ".mp3", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/x-flac": ".flac",
+                 "audio/vorbis": ".ogg", "audio/x-m4a": ".m4a", "audio/x-aiff": ".aiff"}
+
+
+def is_media_id(value: str) -> bool:
+    return isinstance(value, str) and UUID_RE.fullmatch(value) is not None
+
+
+def extension_for(mime: str | None) -> str:
+    """File extension for a declared MIME type; ".bin" when unknown (the decoder sniffs the bytes)."""
+    base = (mime or "").split(";")[0].strip().lower()
+    return _MIME_ALIASES.get(base) or next((ext for ext, m in EXT_MIME.items() if m == base), ".bin")
+
+
+def url_path(media_id: str, ext: str) -> str:
+    """Path under which the HTTP layer serves a media file."""
+    return f"/v1/media/{media_id}{ext}"
+
+
+class MediaStorage(Protocol):
+    """Bytes by storage key. `put` returns the key; the caller records it with the media row."""
+
+    def put(self, media_id: str, ext: str, data: bytes) -> str: ...
+    def get(self, key: str) -> bytes: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def delete(self, key: str) -> None: ...
+    def local_path(self, key: str) -> Path | None: ...
+    def writable(self) -> bool: ...
+
+
+class LocalDiskStorage:
+    """Files under `root/<first two hex digits>/<uuid><ext>` (256 fan-out directories)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key_for(media_id: str, ext: str) -> str:
+        if not is_media_id(media_id):
+            raise ValueError(f"not a media UUID: {media_id!r}")
+        if ext not in EXT_MIME:
+            raise ValueError(f"unsupported media extension {ext!r}")
+        media_id = media_id.lower()
+        return f"{media_id[:2]}/{media_id}{ext}"
+
+    def _path(self, key: str) -> Path:
+        directory, _, name = key.partition("/")
+        stem, dot, ext = name.partition(".")
+        if self.key_for(stem, dot + ext) != key:  # keys only ever come from key_for
+            raise ValueError(f"not a storage key: {key!r}")
+        return self.root / directory / name
+
+    def put(self, media_id: str, ext: str, data: bytes) -> str:
+        key = self.key_for(media_id, ext)
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def writable(self) -> bool:
+        try:
+            with tempfile.TemporaryFile(dir=self.root):
+                return True
+        except OSError:
+            return False

@@ -1,0 +1,215 @@
+"""The model runner: one thread per served model keeps its pipeline resident and runs batches.
+
+A worker only executes. It asks the scheduler for the next batch, asks the engine which of those
+tasks may start (`JobSink.begin`), turns each into a `GenerationRequest` (input audio decoded
+here, off the event loop), runs them through the pipeline, encodes every result as the client
+asked and hands the files back to the engine (`complete` / `fail`). Persisting, notifying and
+cancelling are the engine's business.
+
+Batches: the scheduler groups tasks by the job layer's compatibility key; the pipeline's own
+`batch_key` has the last word, so a batch is split into groups the pipeline accepts, and each
+group is one `generate_batch` call. A group that runs out of GPU memory is retried one task at a
+time before anything fails. GPU time is measured per call (after a CUDA sync) and shared between
+its tasks in proportion to the results they asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..audio import codecs
+from ..pipeline.request import GenerationCancelled, GenerationFailed, GenerationRequest, GenerationResult
+from .inputs import InputAudio, InputError
+from .logfmt import kv
+from .mapping import generation_request
+from .scheduler import QueuedTask, Scheduler
+from .task import AudioInferenceTask
+
+log = logging.getLogger("cantata.worker")
+
+INFERENCE_ERROR = "inferenceError"
+#: Pipelines load one at a time: model construction on the meta device (accelerate's
+#: init_empty_weights) patches torch globally, so two loads in parallel threads corrupt each other.
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Job:
+    """A task the engine allowed to start, with the URL -> media id map of its downloaded inputs."""
+
+    uuid: str
+    task: AudioInferenceTask
+    inputs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class EncodedAudio:
+    data: bytes
+    ext: str
+    mime: str
+
+
+class JobSink(Protocol):
+    """What a worker reports to (the engine)."""
+
+    def begin(self, batch: list[QueuedTask]) -> list[Job]: ...
+    def report_progress(self, uuids: list[str], done: int, total: int) -> None: ...
+    def complete(self, job: Job, seeds: list[int], audio: list[EncodedAudio], gpu_seconds: float) -> None: ...
+    def fail(self, uuid: str, code: str, message: str, parameter: str | None = None) -> None: ...
+    def cancelled(self, uuid: str) -> None: ...
+    def interrupted(self, uuids: list[str]) -> None: ...
+    def is_cancelled(self, uuid: str) -> bool: ...
+
+
+def _free_gpu_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def encode_result(task: AudioInferenceTask, audio: torch.Tensor, sample_rate: int) -> EncodedAudio:
+    """One [2, samples] result in the task's outputFormat and audioSettings."""
+    fmt = task.output_format
+    s = task.audio_settings
+    data = codecs.encode(audio.numpy(), sample_rate, fmt, out_sample_rate=s.sample_rate if s else None,
+                         channels=s.channels if s else None, bitrate_kbps=s.bitrate if s else None)
+    return EncodedAudio(data=data, ext=codecs.FILE_EXTENSIONS[fmt], mime=codecs.MIME_TYPES[fmt])
+
+
+class ModelWorker(threading.Thread):
+    def __init__(self, model: str, *, loader: Callable[[str], object], scheduler: Scheduler, sink: JobSink,
+                 inputs: InputAudio, demo: bool = False, poll_interval: float = 0.5) -> None:
+        super().__init__(name=f"cantata-worker-{model}", daemon=True)
+        self.model = model
+        self.loader = loader
+        self.scheduler = scheduler
+        self.sink = sink
+        self.inputs = inputs
+        self.demo = demo
+        self.poll_interval = poll_interval
+        self.pipeline = None
+        self.loaded = threading.Event()
+        self.load_error: str | None = None
+        self._abort = threading.Event()
+
+    def abort(self) -> None:
+        """Stop the running batch at its next step (shutdown past the grace period)."""
+        self._abort.set()
+
+    def run(self) -> None:
+        try:
+            with _LOAD_LOCK:
+                self.pipeline = self.loader(self.model)
+        except Exception as exc:  # a missing checkpoint must leave the server up and /ready false
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error(kv("model.load_failed", model=self.model, error=self.load_error))
+            return
+        self.loaded.set()
+        log.info(kv("model.loaded", model=self.model, demo=self.demo or None))
+        while not self.scheduler.closed:
+            batch = self.scheduler.next_batch(self.model, timeout=self.poll_interval)
+            if batch:
+                self.run_batch(batch)
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def run_batch(self, batch: list[QueuedTask]) -> None:
+        prepared: list[tuple[Job, GenerationRequest]] = []
+        for job in self.sink.begin(batch):
+            try:
+                prepared.append((job, self._request(job)))
+            except InputError as exc:
+                self.sink.fail(job.uuid, exc.code, exc.message, exc.parameter)
+        for group in self._groups(prepared):
+            self._generate(group)
+
+    def _request(self, job: Job) -> GenerationRequest:
+        task = job.task
+
+        def load(ref: str, parameter: str) -> torch.Tensor:
+            media_id = job.inputs.get(ref, ref)  # URLs were downloaded into media after acceptance
+            return torch.from_numpy(self.inputs.waveform(media_id, parameter=parameter))
+
+        source = load(task.inputs.audio, "inputs.audio") if task.inputs.audio else None
+        refs = [load(r, "inputs.referenceAudios") for r in task.inputs.reference_audios]
+        return generation_request(task, source=source, references=refs)
+
+    def _groups(self, prepared: list[tuple[Job, GenerationRequest]]) -> list[list[tuple[Job, GenerationRequest]]]:
+        """Split by the pipeline's batch key; requests without one run alone."""
+        key_of = getattr(self.pipeline, "batch_key", lambda request: None)
+        groups: dict[object, list] = {}
+        alone = []
+        for item in prepared:
+            key = key_of(item[1])
+            if key is None:
+                alone.append([item])
+            else:
+                groups.setdefault(key, []).append(item)
+        return [*groups.values(), *alone]
+
+    def _generate(self, group: list[tuple[Job, GenerationRequest]]) -> None:
+        uuids = [job.uuid for job, _ in group]
+        started = time.perf_counter()
+        try:
+            results = self._run_pipeline([request for _, request in group], uuids)
+        except GenerationCancelled:
+            if self._abort.is_set():
+                self.sink.interrupted(uuids)
+            else:
+                for uuid in uuids:
+                    self.sink.cancelled(uuid)
+            return
+        except torch.OutOfMemoryError:
+            if len(group) > 1:  # the batch was too big together: each task may still fit alone
+                log.warning(kv("batch.out_of_memory", model=self.model, tasks=",".join(uuids), action="split"))
+                _free_gpu_memory()
+                for item in group:
+                    self._generate([item])
+                return
+            _free_gpu_memory()
+            for uuid in uuids:
+                self.sink.fail(uuid, INFERENCE_ERROR, "out of GPU memory for this task: ask for fewer results or a "
+                               "shorter duration")
+            return
+        except GenerationFailed as exc:
+            for uuid in uuids:
+                self.sink.fail(uuid, INFERENCE_ERROR, f"generation failed: {exc}")
+            return
+        except Exception as exc:  # any other failure ends these tasks, never the worker
+            log.exception(kv("batch.crashed", model=self.model, tasks=",".join(uuids)))
+            for uuid in uuids:
+                self.sink.fail(uuid, INFERENCE_ERROR, f"internal error while generating: {type(exc).__name__}: {exc}")
+            return
+        gpu_seconds = time.perf_counter() - started
+        total_items = sum(len(r.seeds) for r in results) or 1
+        for (job, _), result in zip(group, results):
+            if self.sink.is_cancelled(job.uuid):
+                self.sink.cancelled(job.uuid)
+                continue
+            try:
+                encoded = [encode_result(job.task, item, result.sample_rate) for item in result.audio]
+            except Exception as exc:
+                log.exception(kv("encode.failed", taskUUID=job.uuid))
+                self.sink.fail(job.uuid, INFERENCE_ERROR, f"could not encode the result as {job.task.output_format}: {exc}")
+                continue
+            share = gpu_seconds * len(result.seeds) / total_items
+            self.sink.complete(job, result.seeds, encoded, share)
+
+    def _run_pipeline(self, requests: list[GenerationRequest], uuids: list[str]) -> list[GenerationResult]:
+        def cancelled() -> bool:
+            return self._abort.is_set() or all(self.sink.is_cancelled(u) for u in uuids)
+
+        def on_step(done: int, total: int) -> None:
+            self.sink.report_progress(uuids, done, total)
+
+        results = self.pipeline.generate_batch(requests, on_step=on_step, cancelled=cancelled)
+        device = getattr(self.pipeline, "device", None)
+        if isinstance(device, torch.device) and device.type == "cuda":
+            torch.cuda.synchronize(device)  # count the GPU work, not just its launch
+        return results
