@@ -1,9 +1,11 @@
-"""`cantata` command line: generate songs, make test checkpoints, serve the API, manage API keys."""
+"""`cantata` command line: generate songs, make test checkpoints, serve the API, manage API keys,
+and talk to any Runware-compatible server (`cantata run`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +21,23 @@ def _interval(text: str) -> tuple[float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected START:END, got {text!r}") from None
     return lo, hi
+
+
+def _window(text: str) -> tuple[float | None, float | None]:
+    """'10:20' -> (10, 20); '-5:' -> (-5, None); ':30' -> (None, 30)."""
+    try:
+        lo, hi = text.split(":")
+        return (float(lo) if lo else None, float(hi) if hi else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END in seconds, got {text!r}") from None
+
+
+def _read_audio(path: Path):
+    import torch
+
+    from .audio.decode import decode_audio
+
+    return torch.from_numpy(decode_audio(path.read_bytes()))
 
 
 def _add_generate(sub) -> None:
@@ -55,6 +74,22 @@ def _add_generate(sub) -> None:
     p.add_argument("--sample-rate", type=int, help="output sample rate (default 48000)")
     p.add_argument("--channels", type=int, choices=(1, 2), help="output channels (default 2)")
     p.add_argument("-o", "--output", type=Path, default=Path("song.mp3"), help="output file (default song.mp3)")
+    a2a = p.add_argument_group("audio to audio", "transform a track instead of starting from silence")
+    a2a.add_argument("--audio", type=Path, help="source track (any common format); its length sets the duration")
+    a2a.add_argument("--task", choices=("cover", "repaint", "lego", "extract", "complete"),
+                     help="default: repaint with --repaint, else cover (lego/extract/complete: base models)")
+    a2a.add_argument("--repaint", type=_window, metavar="START:END",
+                     help="seconds to regenerate; a negative START or an END past the source outpaints; "
+                          "either side may be empty ('30:' = from 30 s to the end)")
+    a2a.add_argument("--repaint-mode", choices=("conservative", "balanced", "aggressive"), default="balanced")
+    a2a.add_argument("--repaint-strength", type=float, default=0.5, help="balanced mode: 0 keeps most, 1 keeps least")
+    a2a.add_argument("--cover-strength", type=float, default=1.0,
+                     help="fraction of the steps conditioned on the source's structure (default 1)")
+    a2a.add_argument("--cover-noise-strength", type=float, default=0.0,
+                     help="start from the source noised to 1 - this (0 = from noise, default)")
+    a2a.add_argument("--reference", type=Path, action="append", help="timbre reference track; repeatable")
+    a2a.add_argument("--track", help="stem for lego/extract (vocals, drums, bass, guitar, ...)")
+    a2a.add_argument("--track-classes", help="comma-separated stems to add for complete")
     p.set_defaults(func=cmd_generate)
 
 
@@ -110,6 +145,54 @@ def _add_keys(sub) -> None:
     p.set_defaults(func=cmd_keys)
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="send one audioInference task to a Runware-compatible server",
+                       description="Like Runware's CLI: `cantata run MODEL key=value ...` with dotted paths "
+                                   "(settings.bpm=132, inputs.audio=song.mp3); values are typed by the field; "
+                                   "local audio files are sent inline. Results are downloaded to --output-dir.")
+    p.add_argument("model", help="model AIR, e.g. runware:ace-step@v1.5-xl-sft")
+    p.add_argument("fields", nargs="*", metavar="key=value")
+    p.add_argument("--url", default=os.environ.get("CANTATA_URL", "http://127.0.0.1:8080/v1"),
+                   help="endpoint (default $CANTATA_URL or http://127.0.0.1:8080/v1)")
+    transport = p.add_mutually_exclusive_group()
+    transport.add_argument("--http", action="store_true", help="send over HTTP POST (default)")
+    transport.add_argument("--ws", action="store_true", help="send over the WebSocket at the same URL")
+    p.add_argument("--api-key", default=os.environ.get("CANTATA_API_KEY") or os.environ.get("RUNWARE_API_KEY"),
+                   help="API key (default $CANTATA_API_KEY or $RUNWARE_API_KEY)")
+    p.add_argument("--delivery-method", choices=("sync", "async"), default="async")
+    p.add_argument("--poll-interval", type=float, default=2.0, help="seconds between getResponse polls")
+    p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    p.add_argument("--output-dir", type=Path, default=Path("outputs"))
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from tqdm import tqdm
+
+    from .client import ClientError, Transport, build_task, run, save_results
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    url = args.url
+    if args.ws and url.startswith("http"):
+        url = "ws" + url[4:]
+    transport = Transport(url, args.api_key, timeout=args.timeout)
+    try:
+        task = build_task(args.model, args.fields, args.delivery_method)
+        with tqdm(total=100, desc=task["taskUUID"][:8], unit="%") as bar:
+            items = run(transport, task, poll_interval=args.poll_interval,
+                        progress=lambda pct: bar.update(max(0, pct - bar.n)))
+            bar.update(100 - bar.n)
+        for path, item in zip(save_results(items, args.output_dir, task.get("outputFormat", "MP3")), items):
+            extra = f"  cost={item['cost']}" if "cost" in item else ""
+            print(f"{path}  seed={item.get('seed')}{extra}")
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        transport.close()
+    return 0
+
+
 def demo_checkpoints(variant: str) -> Path:
     """Tiny random checkpoints under ~/.cache, written on first use."""
     from .models.tiny import write_tiny_checkpoint
@@ -125,7 +208,7 @@ def cmd_generate(args) -> int:
     from tqdm import tqdm
 
     from .audio.codecs import FILE_EXTENSIONS, encode
-    from .pipeline import CantataPipeline, GenerationRequest
+    from .pipeline import CantataPipeline, GenerationRequest, SourceAudio
 
     fmt = args.output.suffix.lstrip(".").upper()
     if fmt not in FILE_EXTENSIONS:
@@ -134,11 +217,20 @@ def cmd_generate(args) -> int:
     root = demo_checkpoints(args.model) if args.demo else args.checkpoints
     pipe = CantataPipeline.from_pretrained(root, args.model, device=args.device, dtype=args.dtype,
                                            download=not args.no_download)
+    task = args.task or ("repaint" if args.repaint else "cover" if args.audio else "text2music")
+    if task != "text2music" and args.audio is None:
+        raise SystemExit(f"--task {task} needs --audio FILE")
+    start, end = args.repaint or (None, None)
     request = GenerationRequest(
         caption=args.prompt, lyrics=lyrics, language=args.language, duration=args.duration, bpm=args.bpm,
         keyscale=args.key, timesignature=args.time_signature, seeds=args.seed, batch_size=args.batch,
         steps=args.steps, shift=args.shift, guidance_type=args.guidance, guidance_scale=args.guidance_scale,
         cfg_interval=args.cfg_interval, negative_prompt=args.negative_prompt, dcw=args.dcw,
+        task=task, source=SourceAudio(waveform=_read_audio(args.audio)) if args.audio else None,
+        reference_audio=[_read_audio(r) for r in args.reference or []],
+        cover_strength=args.cover_strength, cover_noise_strength=args.cover_noise_strength,
+        repaint_start=start, repaint_end=end, repaint_mode=args.repaint_mode, repaint_strength=args.repaint_strength,
+        track_name=args.track, track_classes=args.track_classes.split(",") if args.track_classes else None,
     )
     with tqdm(total=request.steps or pipe.variant.steps, desc="diffusion", unit="step") as bar:
         def on_step(done: int, total: int) -> None:
@@ -223,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(sub)
     _add_serve(sub)
     _add_keys(sub)
+    _add_run(sub)
     return parser
 
 
