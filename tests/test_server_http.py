@@ -347,7 +347,8 @@ def test_health_ready_and_metrics(server):
     assert server.get("/health").json() == {"status": "ok"}
     ready = server.get("/ready").json()
     assert ready["ready"] is True and ready["models"] == {"xl-sft": "ready", "xl-base": "ready"}
-    post(server, [task(duration=1)])
+    post(server, [task(duration=1)])  # a validation error
+    assert post(server, [task()]).json()["data"][0]["status"] == "success"
     text = server.get("/metrics").text
     assert 'cantata_queue_depth{model="xl-sft"}' in text
     assert 'cantata_tasks_finished_total{model="xl-sft",status="success"}' in text
@@ -355,6 +356,10 @@ def test_health_ready_and_metrics(server):
     assert "cantata_task_latency_seconds_bucket" in text and "cantata_gpu_seconds_total" in text
     docs = server.get("/docs/api").text
     assert "`conflictTaskUUID`" in docs and "`invalidDurationNumber`" in docs
+    # every `documentation` link of a validation error lands on an anchor of the page
+    bad = post(server, [task(settings={"bpm": 999})]).json()["errors"][0]
+    assert bad["documentation"].endswith("/docs/api#request-settings-bpm")
+    assert '<a id="request-settings-bpm"></a>' in docs and '<a id="errors"></a>' in docs
 
 
 # -- queue limits, cancellation, sync timeout -------------------------------------------------------------

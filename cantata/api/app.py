@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from importlib import resources
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -150,10 +151,11 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 async def api_docs(request: Request) -> PlainTextResponse:
-    lines = ["# Cantata API: error codes", "", "Every error object carries code, message and, where it applies,",
-             "parameter, taskType, taskUUID and documentation.", "", "## errors", ""]
-    lines += [f"- `{code}`: {text}" for code, text in sorted(all_codes().items())]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/markdown")
+    """`reference.md` (fields, rules, anchors for the `documentation` links) plus the error codes,
+    listed from the code tables themselves so the page cannot drift from what the server emits."""
+    page = (resources.files("cantata.api") / "reference.md").read_text(encoding="utf-8")
+    page += "\n" + "\n".join(f"- <a id=\"{code}\"></a>`{code}`: {text}" for code, text in sorted(all_codes().items()))
+    return PlainTextResponse(page + "\n", media_type="text/markdown")
 
 
 async def _http_exception(request: Request, exc: HTTPException) -> JSONResponse:
