@@ -1,8 +1,11 @@
 """Latents -> 48 kHz stereo waveform (model.md §8).
 
 Tiling follows the official overlap-discard scheme (each window decoded with `overlap` frames
-of context on both sides, the context audio thrown away, no crossfade), with the official
-choice of window size, so long songs decode to the same samples as the official pipeline.
+of context on both sides, the context audio thrown away, no crossfade). The overlap covers the
+decoder's receptive field, so tiles give the same samples as one pass (tested to fp32 noise);
+tiling only bounds memory. Unlike the official fixed 128–512-frame windows, the window here is
+as large as memory allows (the whole song on CPU and on roomy GPUs): fewer, longer windows
+decode less overlap twice, and an out-of-memory error halves the window and tries again.
 """
 
 from __future__ import annotations
@@ -11,18 +14,28 @@ import math
 
 import torch
 
+from ..models.vae import hop_length
+
 NORMALIZE_DBFS = -1.0
 OVERLAP = 64
 MIN_OVERLAP = 4
 
 
-def auto_chunk_frames(device: torch.device) -> int:
-    """The official rule: bigger windows with more free VRAM; 256 frames off-GPU."""
-    if device.type != "cuda":
-        return 256
-    free, _ = torch.cuda.mem_get_info(device)
-    free_gb = free / 2**30
-    return 512 if free_gb >= 24 else 384 if free_gb >= 16 else 256 if free_gb >= 12 else 128
+MIN_CHUNK = 128
+# Peak decoder activations per audio sample, 2-byte dtypes (the 48 kHz stage holds a few
+# 128-channel tensors at once); fp32 doubles it. Only a fraction of free memory is planned for.
+BYTES_PER_SAMPLE = 2048
+MEMORY_SHARE = 0.6
+
+
+def auto_chunk_frames(vae, frames: int) -> int:
+    """Frames per window: everything at once when memory allows."""
+    param = next(vae.parameters())
+    if param.device.type != "cuda":
+        return frames
+    free, _ = torch.cuda.mem_get_info(param.device)
+    per_frame = BYTES_PER_SAMPLE * max(1, param.element_size() // 2) * hop_length(vae)
+    return max(MIN_CHUNK, min(frames, int(free * MEMORY_SHARE / per_frame)))
 
 
 def _decode(vae, z: torch.Tensor) -> torch.Tensor:
@@ -53,11 +66,19 @@ def tiled_decode(vae, latents: torch.Tensor, chunk: int, overlap: int = OVERLAP)
 def decode_latents(vae, latents: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """`[B, T, 64]` (any dtype/device) -> `[B, 2, samples]` float32 on CPU, items one at a time."""
     vae_param = next(vae.parameters())
-    chunk = chunk or auto_chunk_frames(vae_param.device)
     out = []
     for item in latents:
         z = item.T.unsqueeze(0).to(device=vae_param.device, dtype=vae_param.dtype)
-        out.append(tiled_decode(vae, z, chunk).float().cpu())
+        window = chunk or auto_chunk_frames(vae, z.shape[-1])
+        while True:
+            try:
+                out.append(tiled_decode(vae, z, window).float().cpu())
+                break
+            except torch.cuda.OutOfMemoryError:
+                if window <= MIN_CHUNK:
+                    raise
+                torch.cuda.empty_cache()
+                window = max(MIN_CHUNK, window // 2)
     return torch.cat(out, dim=0)
 
 
