@@ -1,12 +1,17 @@
-"""Time one generation with Cantata and with diffusers' `AceStepPipeline` on the same weights.
+"""Time generations with Cantata and with diffusers' `AceStepPipeline` on the same weights.
 
 Both pipelines share the very same module instances (random weights in the official shapes:
 tiny, mid, or the full XL/2B sizes), run the same number of steps with guidance on, for the same
-duration, in the same process; each is warmed up once, then timed over `--repeats` runs. Cantata
-is reported per stage (text encoding, DiT steps, VAE decode); the ratio is total wall time,
-diffusers / Cantata (> 1 means Cantata is faster).
+durations, in the same process; each is warmed up once, then timed over `--repeats` runs,
+interleaved. Cantata is reported per stage (text encoding, DiT steps, VAE decode); the ratio is
+total wall time, diffusers / Cantata (> 1 means Cantata is faster).
+
+With `--requests N` the workload is N different requests (other captions, durations growing by
+10 % each), as a server sees them: Cantata runs them as one padded DiT batch (`generate_batch`),
+diffusers one after the other (it has no cross-request batching).
 
     python bench/generation.py --variant xl-sft --size mid --duration 30 --steps 8
+    python bench/generation.py --variant xl-sft --size mid --duration 30 --steps 8 --requests 4
     python bench/generation.py --variant xl-sft --size full --duration 75 --steps 50 --device cuda
 """
 
@@ -50,31 +55,35 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_cantata(pipe: CantataPipeline, req: GenerationRequest) -> dict[str, float]:
-    """Stages timed separately; the sum equals what `generate` does (minus the final checks)."""
+def time_cantata(pipe: CantataPipeline, reqs: list[GenerationRequest]) -> dict[str, float]:
+    """Stages timed separately; together they are what `generate_batch` does (minus the checks)."""
     dev = pipe.device
     sync(dev)
     t0 = time.perf_counter()
-    prep = pipe.prepare(req)
+    preps = [pipe.prepare(r) for r in reqs]
     sync(dev)
     t1 = time.perf_counter()
-    noise = seeded_noise(prep.seeds, prep.frames, 64, dev, pipe.dtype)
-    latents = sample(pipe.dit.transformer, noise, noise, prep.plan)
+    plan, noise = pipe._merge(preps)
+    latents = sample(pipe.dit.transformer, noise, noise, plan)
     sync(dev)
     t2 = time.perf_counter()
-    decode_latents(pipe.vae, latents)
+    row = 0
+    for prep in preps:
+        decode_latents(pipe.vae, latents[row:row + len(prep.seeds), :prep.frames])
+        row += len(prep.seeds)
     sync(dev)
     t3 = time.perf_counter()
     return {"text": t1 - t0, "dit": t2 - t1, "vae": t3 - t2, "total": t3 - t0}
 
 
-def time_diffusers(pipe: AceStepPipeline, req: GenerationRequest, device: torch.device) -> dict[str, float]:
+def time_diffusers(pipe: AceStepPipeline, reqs: list[GenerationRequest], device: torch.device) -> dict[str, float]:
     sync(device)
     t0 = time.perf_counter()
-    pipe(prompt=req.caption, lyrics=req.lyrics, audio_duration=req.duration, vocal_language=req.language,
-         num_inference_steps=req.steps, guidance_scale=req.guidance_scale, shift=3.0,
-         cfg_interval_start=1.0 - req.cfg_interval[1], cfg_interval_end=1.0 - req.cfg_interval[0],
-         generator=torch.Generator(device).manual_seed(req.seeds[0]), output_type="pt")
+    for req in reqs:
+        pipe(prompt=req.caption, lyrics=req.lyrics, audio_duration=req.duration, vocal_language=req.language,
+             num_inference_steps=req.steps, guidance_scale=req.guidance_scale, shift=3.0,
+             cfg_interval_start=1.0 - req.cfg_interval[1], cfg_interval_end=1.0 - req.cfg_interval[0],
+             generator=torch.Generator(device).manual_seed(req.seeds[0]), output_type="pt")
     sync(device)
     return {"total": time.perf_counter() - t0}
 
@@ -94,6 +103,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=1, help="different requests served together (see above)")
     ap.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     args = ap.parse_args()
 
@@ -103,8 +113,11 @@ def main() -> None:
     variant = get_variant(args.variant)
     ours = build(variant.name, args.size, device, dtype)
     scale = 1.0 if variant.turbo else args.guidance_scale
-    req = GenerationRequest(caption=CAPTION, lyrics=LYRICS, duration=args.duration, seeds=[42],
-                            steps=args.steps or variant.steps, guidance_scale=scale, cfg_interval=(lo, hi))
+    reqs = [GenerationRequest(caption=CAPTION if i == 0 else f"{CAPTION}, take {i + 1} with strings",
+                              lyrics=LYRICS, duration=round(args.duration * 1.1**i, 1), seeds=[42 + i],
+                              steps=args.steps or variant.steps, guidance_scale=scale, cfg_interval=(lo, hi))
+            for i in range(args.requests)]
+    req = reqs[0]
     theirs = AceStepPipeline(
         vae=ours.vae, text_encoder=ours.conditioner.text_encoder, tokenizer=ours.conditioner.tokenizer,
         transformer=ours.dit.transformer, condition_encoder=ours.dit.condition_encoder,
@@ -114,14 +127,15 @@ def main() -> None:
     theirs.set_progress_bar_config(disable=True)
 
     with torch.no_grad():
-        time_cantata(ours, req), time_diffusers(theirs, req, device)  # warm-up (kernels, allocator)
+        time_cantata(ours, reqs), time_diffusers(theirs, reqs, device)  # warm-up (kernels, allocator)
         c_runs, d_runs = [], []
         for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
-            c_runs.append(time_cantata(ours, req))
-            d_runs.append(time_diffusers(theirs, req, device))
+            c_runs.append(time_cantata(ours, reqs))
+            d_runs.append(time_diffusers(theirs, reqs, device))
     c, d = median(c_runs), median(d_runs)
     report = {
-        "variant": variant.name, "size": args.size, "duration_s": args.duration, "steps": req.steps,
+        "variant": variant.name, "size": args.size, "requests": args.requests,
+        "durations_s": [r.duration for r in reqs], "steps": req.steps,
         "guidance_scale": scale, "cfg_interval": [lo, hi], "device": str(device), "dtype": str(dtype).split(".")[-1],
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cantata_s": {k: round(v, 4) for k, v in c.items()}, "diffusers_s": round(d["total"], 4),
@@ -130,7 +144,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{variant.name} ({args.size}) {args.duration:g}s, {req.steps} steps, guidance {scale:g}, "
+    what = f"{args.requests} requests of {reqs[0].duration:g}-{reqs[-1].duration:g}s" if args.requests > 1 else f"{args.duration:g}s"
+    print(f"{variant.name} ({args.size}) {what}, {req.steps} steps, guidance {scale:g}, "
           f"cfg interval [{lo:g}, {hi:g}] on {report['device_name']} {report['dtype']}, median of {args.repeats}")
     print(f"  cantata   text {c['text']:.3f}s  dit {c['dit']:.3f}s  vae {c['vae']:.3f}s  total {c['total']:.3f}s")
     print(f"  diffusers total {d['total']:.3f}s")
