@@ -172,18 +172,24 @@ class Receiver:
 
 
 class ServerProcess:
-    """`cantata serve` as a real subprocess (uvicorn), killed with SIGKILL when asked."""
+    """`cantata serve` as a real subprocess (uvicorn), killed with SIGKILL when asked.
 
-    def __init__(self, root: Path, data_dir: Path, port: int, *extra: str) -> None:
+    `no_auth=False` serves with API keys (make one first with `add_api_key(data_dir, name)`);
+    `env` adds environment variables (e.g. `CANTATA_MAX_INPUT_AUDIO_SECONDS`)."""
+
+    def __init__(self, root: Path, data_dir: Path, port: int, *extra: str, no_auth: bool = True,
+                 env: dict[str, str] | None = None) -> None:
         self.args = [sys.executable, "-m", "cantata.cli", "serve", "--checkpoints", str(root), "--data-dir",
-                     str(data_dir), "--port", str(port), "--no-auth", "--no-download", "--device", "cpu",
-                     "--dtype", "fp32", *extra]
+                     str(data_dir), "--port", str(port), *(["--no-auth"] if no_auth else []), "--no-download",
+                     "--device", "cpu", "--dtype", "fp32", *extra]
         self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/v1"
         self.log = data_dir.parent / f"server-{port}.log"
+        self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> "ServerProcess":
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2", **self.extra_env}
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -243,3 +249,55 @@ def uvicorn_server(cfg: ServerConfig, *, keyring=None):
     finally:
         server.should_exit = True
         thread.join(60)
+
+
+# -- the command line, API keys and result files -------------------------------------------------
+
+
+def cantata_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+                cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m cantata.cli ARGS` as a subprocess; text stdout/stderr captured, never raises.
+    `env` replaces the API-key variables (CANTATA_API_KEY/RUNWARE_API_KEY are dropped unless given)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("CANTATA_API_KEY", "RUNWARE_API_KEY", "CANTATA_URL")}
+    return subprocess.run([sys.executable, "-m", "cantata.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or REPO,
+                          env={**base, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def add_api_key(data_dir: Path, name: str) -> str:
+    """A fresh API key made by `cantata keys add NAME` (only its hash lands in data_dir/api-keys)."""
+    done = cantata_cli("keys", "--data-dir", str(data_dir), "add", name, timeout=60)
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    assert key.startswith("cnt_") and key not in (data_dir / "api-keys").read_text()  # stored hashed
+    return key
+
+
+@contextlib.contextmanager
+def keyed_server(tmp: Path, root: Path, *extra: str, key_name: str = "tester", env: dict[str, str] | None = None):
+    """A real `cantata serve` subprocess with API keys on; yields (server, api key)."""
+    data = tmp / "data"
+    key = add_api_key(data, key_name)
+    server = ServerProcess(root, data, free_port(), *extra, no_auth=False, env=env)
+    try:
+        yield server.start(), key
+    finally:
+        server.stop()
+
+
+def read_audio(data: bytes):
+    """soundfile's view of an encoded file: (float32 [frames, channels], sample rate)."""
+    import io
+
+    import soundfile as sf
+
+    audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return audio, rate
+
+
+def fetch_audio(url: str, headers: dict[str, str] | None = None):
+    """Download a result URL and decode it with soundfile: (audio [frames, channels], rate, bytes)."""
+    resp = httpx.get(url, headers=headers, timeout=60)
+    assert resp.status_code == 200, (url, resp.status_code, resp.text[:300])
+    audio, rate = read_audio(resp.content)
+    return audio, rate, resp.content

@@ -132,3 +132,18 @@ def test_base_model_tasks(base, task, extra):
 def test_sft_refuses_base_only_tasks(xl):
     with pytest.raises(ValueError, match="does not support"):
         xl.generate(req(task="extract", source=SourceAudio(waveform=tone(6.0)), track_name="vocals"))
+
+
+def test_a_loud_repaint_window_does_not_rescale_the_kept_source(xl, monkeypatch):
+    """Anti-clipping applies to the decoded audio before the splice: the source outside the
+    window stays bit-exact even when the generated window peaks above full scale."""
+    import cantata.pipeline.pipeline as pipeline_mod
+
+    decode = pipeline_mod.decode_latents
+    monkeypatch.setattr(pipeline_mod, "decode_latents", lambda vae, lat: 3.0 * decode(vae, lat))
+    audio = tone(3.0)
+    out = xl.generate(req(task="repaint", source=SourceAudio(waveform=audio), repaint_start=1.0, repaint_end=2.0,
+                          repaint_mode="conservative")).audio[0]
+    fade = int(0.05 * SR)
+    assert torch.equal(out[:, : SR - fade], audio[:, : SR - fade])
+    assert out.abs().max() <= 1.0

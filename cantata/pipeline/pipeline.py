@@ -15,7 +15,7 @@ from ..models.text_encoder import load_text_encoder
 from ..models.vae import load_vae
 from ..models.variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, get_variant
 from .conditioning import Conditioner
-from .decode import NORMALIZE_DBFS, decode_latents, finish_audio, splice_source
+from .decode import decode_latents, finish_audio, splice_source
 from .latents import seeded_noise
 from .planning import Prepared, prepare, resolve_defaults
 from .request import SAMPLE_RATE, GenerationFailed, GenerationRequest, GenerationResult
@@ -92,10 +92,10 @@ class CantataPipeline:
             n = len(prep.seeds)
             mine = latents[row:row + n, :prep.frames]
             row += n
-            audio = decode_latents(self.vae, mine)[:, :, :prep.samples]
-            if prep.splice is not None:
-                audio = splice_source(audio, prep.splice)
-            audio = finish_audio(audio, NORMALIZE_DBFS if prep.normalize else None)
+            # Anti-clip the decoded audio before the splice (as officially), so the source put
+            # back outside the window stays exactly the source; then normalize unless spliced.
+            audio = finish_audio(decode_latents(self.vae, mine)[:, :, :prep.samples], normalize_dbfs=None)
+            audio = splice_source(audio, prep.splice) if prep.splice is not None else finish_audio(audio)
             self._check(audio)
             results.append(GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=mine.cpu()))
         return results

@@ -38,8 +38,7 @@ class Prepared:
     samples: int  # audio samples delivered per item
     plan: SamplerPlan
     start: Callable[[torch.Tensor], torch.Tensor] | None  # noise -> initial x; None = pure noise
-    splice: Splice | None
-    normalize: bool  # peak-normalize to -1 dBFS (off when source audio is kept verbatim)
+    splice: Splice | None  # None: the output is peak-normalized instead (no source kept verbatim)
 
 
 def resolve_defaults(req: GenerationRequest, v: Variant) -> tuple[int, float, str, float]:
@@ -118,7 +117,7 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
         phases = [phase(req.task, 0, src)]
     plan = SamplerPlan(timesteps=timesteps, phases=phases, guidance=guidance, cfg_interval=req.cfg_interval,
                        dcw=req.dcw, repaint=repaint)
-    return Prepared(seeds, frames, samples, plan, start, splice, normalize=splice is None)
+    return Prepared(seeds, frames, samples, plan, start, splice)
 
 
 def _load(req: GenerationRequest, vae, silence_latent: torch.Tensor, rng: torch.Generator) -> Source:
