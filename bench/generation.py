@@ -63,7 +63,7 @@ def time_cantata(pipe: CantataPipeline, reqs: list[GenerationRequest]) -> dict[s
     preps = [pipe.prepare(r) for r in reqs]
     sync(dev)
     t1 = time.perf_counter()
-    plan, noise = pipe._merge(preps)
+    plan, noise = pipe.plan_batch(preps)
     latents = sample(pipe.dit.transformer, noise, noise, plan)
     sync(dev)
     t2 = time.perf_counter()

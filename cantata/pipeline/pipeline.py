@@ -84,7 +84,7 @@ class CantataPipeline:
         if len(requests) > 1 and (None in keys or len(set(keys)) > 1):
             raise ValueError("these requests cannot share a batch (different batch_key)")
         preps = [self.prepare(r) for r in requests]
-        plan, noise = self._merge(preps)
+        plan, noise = self.plan_batch(preps)
         x = noise if preps[0].start is None else preps[0].start(noise)
         latents = sample(self.dit.transformer, x, noise, plan, on_step=on_step, cancelled=cancelled)
         results, row = [], 0
@@ -100,32 +100,29 @@ class CantataPipeline:
             results.append(GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=mine.cpu()))
         return results
 
-    def _merge(self, preps: list[Prepared]) -> tuple[SamplerPlan, torch.Tensor]:
+    def plan_batch(self, preps: list[Prepared]) -> tuple[SamplerPlan, torch.Tensor]:
         """One plan and one noise tensor for all items; zero padding + lengths when they differ."""
         noises = [seeded_noise(p.seeds, p.frames, self.dit.silence_latent.shape[-1], self.device, self.dtype)
                   for p in preps]
         if len(preps) == 1:
             return preps[0].plan, noises[0]
         frames = max(p.frames for p in preps)
-        pad_t = lambda t: torch.nn.functional.pad(t, (0, 0, 0, frames - t.shape[1]))  # noqa: E731
         phases = [p.plan.phases[0] for p in preps]
-        width = max(max(ph.cond.shape[1], ph.uncond.shape[1] if ph.uncond is not None else 0) for ph in phases)
-        pad_l = lambda t: torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1]))  # noqa: E731
-        lengths = lambda ts: torch.tensor([n for t in ts for n in [t.shape[1]] * t.shape[0]], device=self.device)  # noqa: E731
         guided = phases[0].uncond is not None
+        width = max(t.shape[1] for ph in phases for t in (ph.cond, ph.uncond) if t is not None)
         merged = Phase(
             first_step=0,
-            cond=torch.cat([pad_l(ph.cond) for ph in phases]),
-            uncond=torch.cat([pad_l(ph.uncond) for ph in phases]) if guided else None,
-            context=torch.cat([pad_t(ph.context) for ph in phases]),
-            cond_lengths=lengths([ph.cond for ph in phases]),
-            uncond_lengths=lengths([ph.uncond for ph in phases]) if guided else None,
+            cond=torch.cat([_pad_rows(ph.cond, width) for ph in phases]),
+            uncond=torch.cat([_pad_rows(ph.uncond, width) for ph in phases]) if guided else None,
+            context=torch.cat([_pad_rows(ph.context, frames) for ph in phases]),
+            cond_lengths=_row_lengths([ph.cond for ph in phases]),
+            uncond_lengths=_row_lengths([ph.uncond for ph in phases]) if guided else None,
         )
-        item_frames = torch.tensor([p.frames for p in preps for _ in p.seeds], device=self.device)
         base = preps[0].plan
         plan = SamplerPlan(timesteps=base.timesteps, phases=[merged], guidance=base.guidance,
-                           cfg_interval=base.cfg_interval, dcw=base.dcw, frames=item_frames)
-        return plan, torch.cat([pad_t(n) for n in noises])
+                           cfg_interval=base.cfg_interval, dcw=base.dcw,
+                           frames=torch.tensor([p.frames for p in preps for _ in p.seeds], device=self.device))
+        return plan, torch.cat([_pad_rows(n, frames) for n in noises])
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Resolve a request into the sampler plan (public for tests and benchmarks)."""
@@ -138,3 +135,13 @@ class CantataPipeline:
         peaks = audio.flatten(1).abs().max(dim=1).values
         if (peaks < SILENCE_PEAK).any():
             raise GenerationFailed("the model produced silent audio")
+
+
+def _pad_rows(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad dim 1 of `[B, L, C]` to `length` (masked out downstream)."""
+    return torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[1]))
+
+
+def _row_lengths(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Each row's own sequence length, for the rows of `parts` concatenated."""
+    return torch.tensor([t.shape[1] for t in parts for _ in range(t.shape[0])], device=parts[0].device)
