@@ -25,7 +25,7 @@ XL_BASE = "runware:ace-step@v1.5-xl-base"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_root(tmp_path_factory, variants=("xl-sft",)) -> Path:
+def server_checkpoints(tmp_path_factory, variants=("xl-sft",)) -> Path:
     """Tiny random checkpoints, written once per test session (shared by every test module)."""
     from cantata.models.tiny import write_tiny_checkpoint
 

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from cantata.audio.codecs import encode
 from cantata.audio.decode import decode_audio
-from serverkit import XL_SFT, cantata_cli, keyed_server, read_audio, tiny_root
+from serverkit import XL_SFT, cantata_cli, keyed_server, read_audio, server_checkpoints
 
 PROMPT = "positivePrompt=lo-fi hip hop, dusty drums, warm keys"
 SAVED = re.compile(r"^(?P<path>\S+)  seed=(?P<seed>\d+)(?:  cost=(?P<cost>[0-9.e-]+))?$")
@@ -21,7 +21,7 @@ SAVED = re.compile(r"^(?P<path>\S+)  seed=(?P<seed>\d+)(?:  cost=(?P<cost>[0-9.e
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with keyed_server(tmp_path_factory.mktemp("cli"), tiny_root(tmp_path_factory), key_name="cli") as (srv, key):
+    with keyed_server(tmp_path_factory.mktemp("cli"), server_checkpoints(tmp_path_factory), key_name="cli") as (srv, key):
         yield {"url": srv.url + "/v1", "key": key}
 
 

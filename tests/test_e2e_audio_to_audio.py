@@ -24,7 +24,7 @@ import pytest
 
 from cantata.audio.codecs import encode
 from cantata.audio.decode import decode_audio
-from serverkit import XL_SFT, fetch_audio, keyed_server, new_uuid, tiny_root, wait_for
+from serverkit import XL_SFT, fetch_audio, keyed_server, new_uuid, server_checkpoints, wait_for
 
 RATE = 48000
 SOURCE_SECONDS = 3.0
@@ -78,7 +78,7 @@ def data_uri(data: bytes, mime: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     env = {"CANTATA_MAX_INPUT_AUDIO_SECONDS": str(MAX_INPUT_SECONDS)}
-    with keyed_server(tmp_path_factory.mktemp("a2a"), tiny_root(tmp_path_factory), key_name="a2a",
+    with keyed_server(tmp_path_factory.mktemp("a2a"), server_checkpoints(tmp_path_factory), key_name="a2a",
                       env=env) as (srv, key):
         client = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}, timeout=300)
         with client:

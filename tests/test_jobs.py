@@ -20,7 +20,7 @@ from cantata.jobs.scheduler import QueuedTask, QueueFull, Scheduler
 from cantata.jobs.store import (CANCELLED, QUEUED, RUNNING, SUCCESS, DuplicateTask, NewDelivery,
                                 NewResult, Store, StoreError)
 from cantata.outbound import OutboundPolicy
-from serverkit import ServerProcess, free_port, new_uuid, task, tiny_root, wait_for
+from serverkit import ServerProcess, free_port, new_uuid, task, server_checkpoints, wait_for
 
 
 def validated(**fields):
@@ -253,7 +253,7 @@ def test_recovery_retries_once_then_fails_with_task_interrupted(tmp_path):
 
 
 def test_kill_during_work_then_restart_finishes_everything(tmp_path_factory):
-    root = tiny_root(tmp_path_factory)
+    root = server_checkpoints(tmp_path_factory)
     tmp = tmp_path_factory.mktemp("restart")
     port = free_port()
     server = ServerProcess(root, tmp / "data", port).start()
@@ -303,7 +303,7 @@ def test_kill_during_work_then_restart_finishes_everything(tmp_path_factory):
 def test_graceful_shutdown_requeues_an_unfinished_batch_without_counting_it(tmp_path_factory):
     from serverkit import config
 
-    root = tiny_root(tmp_path_factory)
+    root = server_checkpoints(tmp_path_factory)
     cfg = config(tmp_path_factory.mktemp("shutdown"), root)
     engine = Engine.from_config(cfg)
     engine.start()

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from serverkit import REPO, XL_BASE, XL_SFT, _lock, fetch_audio, keyed_server, tiny_root
+from serverkit import REPO, XL_BASE, XL_SFT, _lock, fetch_audio, keyed_server, server_checkpoints
 
 CACHE = REPO / ".cache"
 CLIENTS = Path(__file__).parent / "sdk_clients"
@@ -163,7 +163,7 @@ def js_sdk() -> tuple[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tiny_root(tmp_path_factory, ("xl-sft", "xl-base"))
+    root = server_checkpoints(tmp_path_factory, ("xl-sft", "xl-base"))
     with keyed_server(tmp_path_factory.mktemp("sdk"), root, "--model", "xl-sft", "--model", "xl-base",
                       key_name="sdk") as (srv, key):
         yield {"ws": srv.ws_url, "http": srv.url + "/v1", "key": key}

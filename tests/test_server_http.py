@@ -13,14 +13,14 @@ import soundfile as sf
 from cantata.api.auth import KeyRing, add_key, read_keys_file
 from cantata.audio.decode import decode_audio
 from serverkit import (XL_BASE, XL_SFT, Receiver, app_client, config, get_response, new_uuid, path_of,
-                       poll_until_done, post, task, tiny_root, wait_for)
+                       poll_until_done, post, task, server_checkpoints, wait_for)
 
 MAX_BODY = 2 * 2**20
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return tiny_root(tmp_path_factory, ("xl-sft", "xl-base"))
+    return server_checkpoints(tmp_path_factory, ("xl-sft", "xl-base"))
 
 
 @pytest.fixture(scope="module")

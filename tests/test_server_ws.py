@@ -12,14 +12,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from cantata.api.auth import add_key
-from serverkit import config, new_uuid, task, tiny_root, uvicorn_server, wait_for
+from serverkit import config, new_uuid, task, server_checkpoints, uvicorn_server, wait_for
 
 RECV_TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tiny_root(tmp_path_factory)
+    root = server_checkpoints(tmp_path_factory)
     tmp = tmp_path_factory.mktemp("ws")
     keys = tmp / "api-keys"
     key = add_key(keys, "alice")
