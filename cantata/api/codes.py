@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import DEFAULT_DOCS_BASE, ERROR_CODES, RunwareError, documentation_url
+from .errors import DEFAULT_DOCS_BASE, RunwareError, all_codes, documentation_url  # noqa: F401 - all_codes re-exported
 
 #: code -> (HTTP status or None for a task outcome, description)
 SERVER_ERROR_CODES: dict[str, tuple[int | None, str]] = {
@@ -76,7 +76,3 @@ def server_error(code: str, message: str, *, parameter: str | list[str] | None =
                f"{docs_base.rstrip('/')}/docs/api#errors",
                http_status=http_status or (200 if task_failure else default_status or 400), **extra)
 
-
-def all_codes() -> dict[str, str]:
-    """Every code a client may see, for the docs page."""
-    return {**ERROR_CODES, **{code: text for code, (_, text) in SERVER_ERROR_CODES.items()}}

@@ -143,3 +143,10 @@ class RunwareError(Exception):
 
     def __repr__(self) -> str:
         return f"RunwareError({self.code!r}, {self.message!r}, parameter={self.parameter!r})"
+
+
+def all_codes() -> dict[str, str]:
+    """Every code a client may see, with what it means: the docs page and the OpenAPI document list it."""
+    from .codes import SERVER_ERROR_CODES
+
+    return {**ERROR_CODES, **{code: text for code, (_, text) in SERVER_ERROR_CODES.items()}}
