@@ -137,3 +137,27 @@ def test_generate_matches_latents_and_waveform(pipelines):
     raw = finish_audio(decode_latents(pipe.vae, result.latents), normalize_dbfs=None)
     assert_matches(f"{case}/waveform", raw)
     assert np.isclose(result.audio.abs().max().item(), 10 ** (-1 / 20), atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [(4.1, 8.7), (-2.0, 3.0)], ids=["after-the-source", "before-the-source"])
+def test_outpainting_metas_keep_the_source_duration(window, pipelines):
+    """Official `prepare_batch_data` writes the duration of the source as given into the metas, not
+    the outpainted length: a 147-frame (5.88 s) source outpainted to 8.7 s (or by 2 s before its
+    start) is still conditioned on "duration: 5 seconds". The reference condition is encoded from
+    the kit's own repaint prompt string with that duration; the extended duration must differ."""
+    case = manifest()["xl-sft/repaint"]
+    pipe = pipelines("xl-sft")
+    req = request_for("xl-sft/repaint")
+    req.source = SourceAudio(latents=_tensor("xl-sft/repaint/source_latents")[0, :147])
+    req.repaint_start, req.repaint_end = window
+    prep = pipe.prepare(req)
+
+    def condition(duration_line: str) -> torch.Tensor:
+        caption = case["caption_prompt"].replace("duration: 6 seconds", duration_line)
+        timbre = silence(pipe.dit.silence_latent, 750)
+        return pipe.conditioner.encode([caption], [case["lyric_prompt"]], timbre, torch.arange(1)).states
+
+    assert torch.equal(prep.plan.phases[0].cond, condition("duration: 5 seconds"))
+    padded_seconds = int(prep.samples / 48000)
+    assert padded_seconds > 5
+    assert not torch.equal(prep.plan.phases[0].cond, condition(f"duration: {padded_seconds} seconds"))

@@ -61,7 +61,8 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
     if source is not None:
         samples = source.samples
         frames_wanted = source.latents.shape[1]
-        duration = samples / SAMPLE_RATE
+        # Official: the metas describe the source as given, not the outpainted canvas.
+        duration = _source_seconds(req)
     else:
         duration = req.duration if req.duration is not None else 60.0
         frames_wanted = duration_frames(duration)
