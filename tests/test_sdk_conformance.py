@@ -13,8 +13,8 @@ interpreter, driven by a small script in `tests/sdk_clients/` that prints JSON o
 
 Both Python SDKs install into the import name `runware`, so each gets a virtualenv of its own,
 cached under `.cache/sdk-venvs/` (the npm package under `.cache/sdk-js/`) and reused while it
-still imports at the pinned version. A scenario is skipped, not failed, only when its package
-cannot be installed (no network), and the skip says why.
+still imports at the pinned version. When a package cannot be installed (no network) a scenario
+is skipped with the reason locally, and fails under CI (`CI=true`), where it must run.
 
 The docs' two example requests (api.md §2.5) are sent with every parameter as documented: XL SFT
 "Mossy Subway Choir Garage" (75 s, 50 steps, CFG 15) and XL Base "Mosaic Orchard Brass Nocturne"
@@ -38,7 +38,9 @@ from pathlib import Path
 
 import pytest
 
-from serverkit import REPO, XL_BASE, XL_SFT, _lock, fetch_audio, keyed_server, server_checkpoints
+from examples import docs_example
+from unavailable import unavailable
+from serverkit import REPO, XL_SFT, _lock, fetch_audio, keyed_server, server_checkpoints
 
 CACHE = REPO / ".cache"
 CLIENTS = Path(__file__).parent / "sdk_clients"
@@ -47,28 +49,8 @@ OLD_SDK = ("runware", "0.5.24")
 JS_SDK = ("@runware/sdk-js", "1.3.2")
 TURBO = "runware:ace-step@v1.5-turbo"
 
-LYRICS_EN = ("[Verse]\nUnder the rails where the old signs glow\nWe sing it low, we sing it slow\n"
-             "[Chorus]\nMoss on the steps and a train in the rain\nHold the note till it comes again")
-LYRICS_ES = ("[Verso 1]\nEntre los arcos del huerto\nla noche guarda su canción\n"
-             "[Coro]\nMosaico de luz y metal\nsopla el bronce, late el corazón")
-
-# api.md §2.5, verbatim values (prompts and lyrics shortened; the docs elide them too).
-GARAGE = {
-    "model": XL_SFT,
-    "positivePrompt": "High-quality vocal UK garage track, shuffled 2-step drums, choir stabs, deep sub bass, "
-                      "moody subway reverb",
-    "negativePrompt": "muddy low end, harsh clipping, off-key vocals, distorted master",
-    "duration": 75, "seed": 39665, "steps": 50, "CFGScale": 15,
-    "settings": {"bpm": 132, "keyScale": "D minor", "timeSignature": 4, "vocalLanguage": "en",
-                 "guidanceType": "cfg", "cfgIntervalStart": 0, "cfgIntervalEnd": 1, "lyrics": LYRICS_EN},
-}
-NOCTURNE = {
-    "model": XL_BASE,
-    "positivePrompt": "Mosaic orchard brass nocturne, warm flugelhorn and muted trumpet, soft strings, slow 6/8 sway",
-    "duration": 150, "seed": 81563, "steps": 50, "CFGScale": 11.5,
-    "settings": {"bpm": 92, "keyScale": "D minor", "timeSignature": 6, "vocalLanguage": "es",
-                 "guidanceType": "apg", "cfgIntervalStart": 0, "cfgIntervalEnd": 0.85, "lyrics": LYRICS_ES},
-}
+GARAGE = docs_example("garage")  # tests/fixtures/runware_examples.json
+NOCTURNE = docs_example("nocturne")
 SMALL = {"model": XL_SFT, "positivePrompt": "lo-fi hip hop, dusty drums, warm keys", "duration": 30, "steps": 2}
 
 # A refused key must surface at once: the auth reply is immediate, nowhere near the 15 s
@@ -99,18 +81,18 @@ def _sdk_python(dist: str, version: str) -> Path:
         shutil.rmtree(root, ignore_errors=True)
         made = subprocess.run([sys.executable, "-m", "venv", str(root)], capture_output=True, text=True, timeout=300)
         if made.returncode != 0:
-            pytest.skip(f"cannot create a virtualenv for {dist}=={version}: {made.stderr.strip()[-300:]}")
+            unavailable(f"cannot create a virtualenv for {dist}=={version}: {made.stderr.strip()[-300:]}")
         try:
             done = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check",
                                    "--no-input", "-q", f"{dist}=={version}"],
                                   capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired:
             shutil.rmtree(root, ignore_errors=True)
-            pytest.skip(f"pip install {dist}=={version} timed out (no network?)")
+            unavailable(f"pip install {dist}=={version} timed out (no network?)")
         if done.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
             tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-            pytest.skip(f"cannot install {dist}=={version} (no network?): {tail}")
+            unavailable(f"cannot install {dist}=={version} (no network?): {tail}")
         assert _imports(python, dist, version), f"{dist}=={version} installed but does not import"
         return python
 
@@ -130,7 +112,7 @@ def js_sdk() -> tuple[str, Path]:
     """(node, the package's ESM entry point), installed with npm into .cache/sdk-js once."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("node/npm not installed")
+        unavailable("node/npm not installed")
     name, version = JS_SDK
     root = CACHE / "sdk-js"
     package = root / "node_modules" / name
@@ -151,10 +133,10 @@ def js_sdk() -> tuple[str, Path]:
                 done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--save-exact",
                                        f"{name}@{version}"], cwd=root, capture_output=True, text=True, timeout=600)
             except subprocess.TimeoutExpired:
-                pytest.skip(f"npm install {name}@{version} timed out (no network?)")
+                unavailable(f"npm install {name}@{version} timed out (no network?)")
             if done.returncode != 0 or not installed():
                 tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-                pytest.skip(f"cannot install {name}@{version} (no network?): {tail}")
+                unavailable(f"cannot install {name}@{version} (no network?): {tail}")
     return node, entry
 
 

@@ -12,7 +12,8 @@ import soundfile as sf
 
 from cantata.api.auth import KeyRing, add_key, read_keys_file
 from cantata.audio.decode import decode_audio
-from serverkit import (XL_BASE, XL_SFT, Receiver, app_client, config, get_response, new_uuid, path_of,
+from examples import docs_task
+from serverkit import (XL_SFT, Receiver, app_client, config, get_response, new_uuid, path_of,
                        poll_until_done, post, task, server_checkpoints, wait_for)
 
 MAX_BODY = 2 * 2**20
@@ -59,26 +60,8 @@ def only_error(response, status: int, code: str) -> dict:
 
 # -- the documented examples --------------------------------------------------------------------
 
-LYRICS_EN = "[Verse]\nUnder the rails where the old signs glow\nWe sing it low, we sing it slow\n[Chorus]\nMoss on the steps"
-LYRICS_ES = "[Verso 1]\nEntre los arcos del huerto\nla noche guarda su canción\n[Coro]\nMosaico de luz"
-
-
 def test_docs_examples_sync_return_playable_mp3s_of_the_right_length(server):
-    garage = {
-        "taskType": "audioInference", "taskUUID": new_uuid(), "model": XL_SFT,
-        "positivePrompt": "High-quality vocal UK garage track, shuffled 2-step drums, choir stabs, deep sub bass",
-        "negativePrompt": "muddy low end, harsh clipping, off-key vocals, distorted master",
-        "duration": 75, "seed": 39665, "steps": 50, "CFGScale": 15,
-        "settings": {"bpm": 132, "keyScale": "D minor", "timeSignature": 4, "vocalLanguage": "en",
-                     "guidanceType": "cfg", "cfgIntervalStart": 0, "cfgIntervalEnd": 1, "lyrics": LYRICS_EN},
-    }
-    nocturne = {
-        "taskType": "audioInference", "taskUUID": new_uuid(), "model": XL_BASE,
-        "positivePrompt": "Mosaic orchard brass nocturne, warm flugelhorn, soft strings, slow 6/8 sway",
-        "duration": 150, "seed": 81563, "steps": 50, "CFGScale": 11.5,
-        "settings": {"bpm": 92, "keyScale": "D minor", "timeSignature": 6, "vocalLanguage": "es",
-                     "guidanceType": "apg", "cfgIntervalStart": 0, "cfgIntervalEnd": 0.85, "lyrics": LYRICS_ES},
-    }
+    garage, nocturne = docs_task("garage"), docs_task("nocturne")
     r = post(server, [garage, nocturne])
     assert r.status_code == 200, r.text
     items = r.json()["data"]

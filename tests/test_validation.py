@@ -13,6 +13,7 @@ from cantata.api.validation import (
 )
 from cantata.audio import codecs
 from cantata.models.variants import VARIANTS
+from examples import docs_example
 
 UUID = "a770f077-f413-47de-9dac-be0b26a35da6"
 XL_SFT, XL_BASE, XL_TURBO = (f"runware:ace-step@v1.5-{n}" for n in ("xl-sft", "xl-base", "xl-turbo"))
@@ -229,15 +230,9 @@ def test_every_catalogued_code_is_exercised():
 
 
 def test_xl_sft_docs_example():
-    lyrics = "[Verse]\nUnder the rails where the old signs glow\n"
-    t = validate_audio_inference({
-        "taskType": "audioInference", "taskUUID": UUID, "model": XL_SFT,
-        "positivePrompt": "High-quality vocal UK garage track",
-        "negativePrompt": "muddy low end, harsh clipping, off-key vocals, distorted master",
-        "duration": 75, "seed": 39665, "steps": 50, "CFGScale": 15,
-        "settings": {"bpm": 132, "keyScale": "D minor", "timeSignature": 4, "vocalLanguage": "en",
-                     "guidanceType": "cfg", "cfgIntervalStart": 0, "cfgIntervalEnd": 1, "lyrics": lyrics},
-    })
+    example = docs_example("garage")
+    lyrics = example["settings"]["lyrics"]
+    t = validate_audio_inference({"taskType": "audioInference", "taskUUID": UUID, **example})
     assert isinstance(t, AudioInferenceTask)
     assert (t.variant.name, t.task_kind, t.task_uuid) == ("xl-sft", "text2music", UUID)
     assert t.negative_prompt.startswith("muddy")
@@ -257,12 +252,7 @@ def test_xl_sft_docs_example():
 
 
 def test_xl_base_docs_example():
-    t = validate_audio_inference(req(
-        XL_BASE, positivePrompt="Mosaic Orchard Brass Nocturne", duration=150, seed=81563, steps=50,
-        CFGScale=11.5, settings={"bpm": 92, "keyScale": "D minor", "timeSignature": 6, "vocalLanguage": "es",
-                                 "guidanceType": "apg", "cfgIntervalStart": 0, "cfgIntervalEnd": 0.85,
-                                 "lyrics": "[Verso 1]\nLa noche"},
-    ))
+    t = validate_audio_inference({"taskType": "audioInference", "taskUUID": UUID, **docs_example("nocturne")})
     assert (t.variant.name, t.duration, t.seed, t.steps, t.cfg_scale) == ("xl-base", 150.0, 81563, 50, 11.5)
     s = t.settings
     assert (s.bpm, s.key_scale, s.time_signature, s.vocal_language, s.guidance_type) == (92, "D minor", 6, "es", "apg")
