@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from .models.variants import DEFAULT_VARIANT, VARIANTS
+from .models.variants import DEFAULT_VARIANT, VARIANTS, SamplingParams, sampling_params
+from .models.vocabulary import GUIDANCE_TYPES, REPAINT_MODES, TIME_SIGNATURES, TRACK_NAMES
 
 DEMO_ROOT = Path.home() / ".cache" / "cantata" / "demo-checkpoints-2"  # bump when the tiny layout changes
 
@@ -40,6 +41,21 @@ def _read_audio(path: Path):
     return torch.from_numpy(decode_audio(path.read_bytes()))
 
 
+def _per_model(read) -> str:
+    """A default as each model has it, grouped: 'xl-sft, xl-base, base, sft: 50; xl-turbo, turbo: 8'
+    (read from `sampling_params`, the defaults' one owner, so the help cannot drift from them)."""
+    groups: dict[str, list[str]] = {}
+    for name, variant in VARIANTS.items():
+        groups.setdefault(read(sampling_params(variant)), []).append(name)
+    if len(groups) == 1:
+        return f"{next(iter(groups))} for every model"
+    return "; ".join(f"{', '.join(names)}: {value}" for value, names in groups.items())
+
+
+def _guidance_default(p: SamplingParams) -> str:
+    return p.guidance_type if p.guidance_scale is not None else "none (ignored)"
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="render a song to an audio file",
                        description="Render a song with ACE-Step 1.5. The output extension picks the format "
@@ -51,14 +67,15 @@ def _add_generate(sub) -> None:
     p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--bpm", type=int)
     p.add_argument("--key", help="key and mode, e.g. 'F# minor'")
-    p.add_argument("--time-signature", type=int, choices=(2, 3, 4, 6))
+    p.add_argument("--time-signature", type=int, choices=TIME_SIGNATURES)
     p.add_argument("--language", default="en", help="vocal language code (default en; 'unknown' for instrumental)")
     p.add_argument("--seed", type=int, action="append", help="seed; repeat for several items (default random)")
     p.add_argument("--batch", type=int, default=1, help="items to render when no seeds are given")
-    p.add_argument("--steps", type=int, help="diffusion steps (default: the model's)")
-    p.add_argument("--shift", type=float, help="schedule shift (default 3)")
-    p.add_argument("--guidance", choices=("apg", "cfg"), help="guidance type (default apg)")
-    p.add_argument("--guidance-scale", type=float, help="guidance scale (default 7)")
+    p.add_argument("--steps", type=int, help=f"diffusion steps (default {_per_model(lambda p: p.steps)})")
+    p.add_argument("--shift", type=float, help=f"schedule shift (default {_per_model(lambda p: f'{p.shift:g}')})")
+    p.add_argument("--guidance", choices=GUIDANCE_TYPES, help=f"guidance type (default {_per_model(_guidance_default)})")
+    p.add_argument("--guidance-scale", type=float, help="guidance scale, > 1 to guide "
+                   f"(default {_per_model(lambda p: 'none (ignored)' if p.guidance_scale is None else f'{p.guidance_scale:g}')})")
     p.add_argument("--cfg-interval", type=_interval, default=(0.0, 1.0),
                    help="START:END in t (1 = noise); guidance only where START <= t <= END")
     p.add_argument("--negative-prompt", help="what to steer away from (needs guidance scale > 1)")
@@ -81,14 +98,14 @@ def _add_generate(sub) -> None:
     a2a.add_argument("--repaint", type=_window, metavar="START:END",
                      help="seconds to regenerate; a negative START or an END past the source outpaints; "
                           "either side may be empty ('30:' = from 30 s to the end)")
-    a2a.add_argument("--repaint-mode", choices=("conservative", "balanced", "aggressive"), default="balanced")
+    a2a.add_argument("--repaint-mode", choices=REPAINT_MODES, default="balanced")
     a2a.add_argument("--repaint-strength", type=float, default=0.5, help="balanced mode: 0 keeps most, 1 keeps least")
     a2a.add_argument("--cover-strength", type=float, default=1.0,
                      help="fraction of the steps conditioned on the source's structure (default 1)")
     a2a.add_argument("--cover-noise-strength", type=float, default=0.0,
                      help="start from the source noised to 1 - this (0 = from noise, default)")
     a2a.add_argument("--reference", type=Path, action="append", help="timbre reference track; repeatable")
-    a2a.add_argument("--track", help="stem for lego/extract (vocals, drums, bass, guitar, ...)")
+    a2a.add_argument("--track", help=f"stem for lego/extract ({', '.join(TRACK_NAMES)})")
     a2a.add_argument("--track-classes", help="comma-separated stems to add for complete")
     p.set_defaults(func=cmd_generate)
 
@@ -131,17 +148,28 @@ def _add_serve(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def _keys_file_flags(parser, default) -> None:
+    """Where the keys file is. Given to `keys` and to each of its commands, so the flags work on
+    either side (`keys --data-dir D add NAME` and `keys add NAME --data-dir D`); the commands'
+    copies default to SUPPRESS so they never overwrite a value given before the command."""
+    parser.add_argument("--config", type=Path, default=default, help="TOML configuration file")
+    parser.add_argument("--data-dir", type=Path, default=default, help="data directory holding the default keys file")
+    parser.add_argument("--api-keys-file", type=Path, default=default, help="keys file (default <data-dir>/api-keys)")
+
+
 def _add_keys(sub) -> None:
-    p = sub.add_parser("keys", help="manage API keys (stored hashed)")
-    p.add_argument("--config", type=Path, help="TOML configuration file")
-    p.add_argument("--data-dir", type=Path, help="data directory holding the default keys file")
-    p.add_argument("--api-keys-file", type=Path, help="keys file (default <data-dir>/api-keys)")
+    p = sub.add_parser("keys", help="manage API keys (stored hashed); a running server follows the changes",
+                       description="Add, list and remove API keys. A running server re-reads the keys file "
+                                   "within about a second: no restart needed.")
+    _keys_file_flags(p, None)
     ksub = p.add_subparsers(dest="keys_cmd", required=True)
     add = ksub.add_parser("add", help="create a key; it is printed once and only its hash is stored")
     add.add_argument("name", help="key name: the identity that owns tasks and media")
-    ksub.add_parser("list", help="list key names")
+    listing = ksub.add_parser("list", help="list key names")
     rm = ksub.add_parser("remove", help="revoke a key")
     rm.add_argument("name")
+    for command in (add, listing, rm):
+        _keys_file_flags(command, argparse.SUPPRESS)
     p.set_defaults(func=cmd_keys)
 
 
@@ -232,7 +260,7 @@ def cmd_generate(args) -> int:
         repaint_start=start, repaint_end=end, repaint_mode=args.repaint_mode, repaint_strength=args.repaint_strength,
         track_name=args.track, track_classes=args.track_classes.split(",") if args.track_classes else None,
     )
-    with tqdm(total=request.steps or pipe.variant.steps, desc="diffusion", unit="step") as bar:
+    with tqdm(total=sampling_params(pipe.variant, steps=request.steps).steps, desc="diffusion", unit="step") as bar:
         def on_step(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -259,7 +287,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from .api.app import create_app
-    from .jobs.logfmt import kv
+    from .logfmt import kv
 
     config = _server_config(
         args, host=args.host, port=args.port, public_url=args.public_url, checkpoints=args.checkpoints,
@@ -316,7 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_keys(sub)
     _add_run(sub)
+    _verbose_after_commands(parser)
     return parser
+
+
+def _verbose_after_commands(parser: argparse.ArgumentParser) -> None:
+    """Accept `-v` after any (sub)command too (`cantata keys list -v` as `cantata -v keys list`);
+    SUPPRESS keeps a command from resetting a `-v` given before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                     help="debug logging")
+                _verbose_after_commands(command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .api.validation import Limits
+from .limits import Limits
 from .models.checkpoint import default_root
 from .models.variants import VARIANTS, get_variant
 from .outbound import OutboundPolicy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cantata.models.variants import VARIANTS, sampling_params
 from cantata.pipeline import prompts
 from cantata.pipeline.guidance import APG, CFG, make_guidance
 from cantata.pipeline.latents import duration_frames, seeded_noise
@@ -73,10 +74,29 @@ def test_apg_momentum_carries_across_calls():
 
 
 def test_make_guidance():
-    assert make_guidance("apg", 1.0) is None and make_guidance("none", 7.0) is None
-    assert isinstance(make_guidance("cfg", 15.0), CFG) and isinstance(make_guidance("apg", 7.0), APG)
+    sft, turbo = VARIANTS["xl-sft"], VARIANTS["turbo"]
+    assert make_guidance(sampling_params(sft, guidance_type="apg", guidance_scale=1.0)) is None
+    assert make_guidance(sampling_params(turbo, guidance_type="cfg", guidance_scale=7.0)) is None
+    assert isinstance(make_guidance(sampling_params(sft, guidance_type="cfg", guidance_scale=15.0)), CFG)
+    assert isinstance(make_guidance(sampling_params(sft, guidance_type="apg", guidance_scale=7.0)), APG)
     with pytest.raises(ValueError):
-        make_guidance("adg", 7.0)
+        sampling_params(sft, guidance_type="adg", guidance_scale=7.0)
+
+
+@pytest.mark.parametrize("name, steps, guidance_type, scale, guided", [
+    ("xl-sft", 50, "apg", 7.0, True), ("xl-base", 50, "apg", 7.0, True), ("sft", 50, "apg", 7.0, True),
+    ("base", 50, "apg", 7.0, True), ("xl-turbo", 8, "none", None, False), ("turbo", 8, "none", None, False),
+])
+def test_sampling_defaults_and_the_guidance_decision(name, steps, guidance_type, scale, guided):
+    """One owner fills the per-model defaults and decides whether guidance runs."""
+    params = sampling_params(VARIANTS[name])
+    assert params == (steps, 3.0, guidance_type, scale) and params.guided is guided
+    explicit = sampling_params(VARIANTS[name], steps=4, shift=2.0, guidance_type="cfg", guidance_scale=1.0)
+    assert explicit.steps == 4 and explicit.shift == 2.0 and not explicit.guided  # scale 1: no guidance
+    if guided:
+        assert explicit.guidance_type == "cfg" and sampling_params(VARIANTS[name], guidance_scale=1.5).guided
+    else:  # models distilled to run without guidance ignore it, whatever is asked
+        assert (explicit.guidance_type, explicit.guidance_scale) == ("none", None)
 
 
 # -- prompts ------------------------------------------------------------------------------------

@@ -4,6 +4,13 @@ Plain JSON in; a frozen, fully defaulted `AudioInferenceTask` or the first `Runw
 Nothing else is ever raised, whatever the JSON holds, so the transports can turn any failure into
 an `errors[]` item without a catch-all.
 
+Every field's path, type, range or choices, default, error code, per-model availability and a
+one-line description live in one table, `FIELDS`; the readers take a field's spec instead of
+literal ranges and codes, and the OpenAPI document (`cantata.api.openapi`) is generated from the
+same table, so the documentation cannot drift from what is enforced. The sampler defaults (steps,
+CFGScale, guidanceType) come from `sampling_params`, their one owner; the vocabularies from
+`cantata.models.vocabulary`.
+
 Order of checks (deterministic, so a client fixing one error at a time converges):
 taskUUID, taskType, model; top-level keys (`CFGScale` on a turbo model first, then the first key
 the model does not accept, in request order); inputs; positivePrompt, negativePrompt, duration,
@@ -38,21 +45,30 @@ Decisions where the Runware docs are silent (api.md marks these INF):
 * Turbo models accept the 8 settings keys Runware lists for turbo plus our extensions that apply
   without guidance (repaintMode, repaintStrength, dcw); `allowedValues` lists them in that order.
 * `advancedFeatures` (XL only) has no known contents, so any key inside it is refused.
+* A string that is not valid Unicode (a lone UTF-16 surrogate such as "\\ud800", which JSON can
+  escape) is refused with the field's own code: it could not be stored, rendered or encoded. An
+  unknown key's name is echoed in `parameter` with such characters escaped, and a taskUUID is
+  echoed only when it is valid Unicode, so an error object always encodes.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from cantata.api.errors import DEFAULT_DOCS_BASE, RunwareError, documentation_url
 from cantata.audio import codecs
 from cantata.jobs.task import AudioInferenceTask, AudioSettings, Inputs, Settings
+from cantata.limits import Limits
 from cantata.models.variants import (
-    COMPLETE, COVER, EXTRACT, LEGO, REPAINT, TEXT2MUSIC, VARIANTS, Variant, get_variant,
+    COMPLETE, COVER, EXTRACT, LEGO, REPAINT, TEXT2MUSIC, VARIANTS, Variant, get_variant, sampling_params,
+)
+from cantata.models.vocabulary import (
+    DEFAULT_REPAINT_MODE, DEFAULT_VOCAL_LANGUAGE, GUIDANCE_TYPES, KEY_SCALES, REPAINT_MODES, TIME_SIGNATURES,
+    TRACK_NAMES, VOCAL_LANGUAGES,
 )
 
 TASK_TYPE = "audioInference"
@@ -69,101 +85,279 @@ DELIVERY_METHODS = ("sync", "async")
 DEFAULT_SAMPLE_RATE = 48_000  # ACE-Step renders 48 kHz stereo
 DEFAULT_CHANNELS = 2
 MAX_REFERENCE_AUDIOS = 4
-GUIDANCE_TYPES = ("apg", "cfg")
-TIME_SIGNATURES = (2, 3, 4, 6)
-REPAINT_MODES = ("conservative", "balanced", "aggressive")
+MAX_URL_CHARS = 2048
 EXTRA_TASKS = (LEGO, EXTRACT, COMPLETE)
-TRACK_NAMES = (
-    "woodwinds", "brass", "fx", "synth", "strings", "percussion",
-    "keyboard", "guitar", "bass", "drums", "backing_vocals", "vocals",
-)
-VOCAL_LANGUAGES = tuple(
-    "ar az bg bn ca cs da de el en es fa fi fr he hi hr ht hu id is it ja ko la lt ms ne nl no "
-    "pa pl pt ro ru sa sk sr sv sw ta te th tl tr uk ur vi yue zh unknown".split()
-)
-#: The 70 "<Note><accidental> <mode>" strings of api.md §2.2, in its order.
-KEY_SCALES = tuple(
-    f"{note}{acc} {mode}"
-    for note in "ABCDEFG" for acc in ("", "#", "b", "♯", "♭") for mode in ("major", "minor")
-)
+UUID4_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}"
 
-_UUID4 = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}")
+_UUID4 = re.compile(UUID4_PATTERN)
 _TIME_SIGNATURE_TEXT = {str(n): n for n in TIME_SIGNATURES}
 _PYTHON_TYPES = {"string": str, "integer": int}
+
+
+# -- the field table ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scope:
+    """What a field's bounds, choices and default may depend on: the model, the server's limits and,
+    for `audioSettings`, the output layout read before it."""
+
+    variant: Variant
+    limits: Limits = Limits()
+    output_format: str = "MP3"
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    channels: int = DEFAULT_CHANNELS
+
+
+#: A constant, or a function of the `Scope` for what depends on the model, the limits or the layout.
+PerScope = Any
 
 
 def _always(variant: Variant) -> bool:
     return True
 
 
-def _guided(variant: Variant) -> bool:
-    return not variant.turbo
+def _guiding(variant: Variant) -> bool:
+    return variant.guides
 
 
-#: Top-level keys, in the order `allowedValues` lists them, and which models accept them.
-TOP_LEVEL_KEYS: tuple[tuple[str, Callable[[Variant], bool]], ...] = (
-    ("taskType", _always), ("taskUUID", _always), ("model", _always), ("positivePrompt", _always),
-    ("negativePrompt", _guided), ("duration", _always), ("seed", _always), ("steps", _always),
-    ("CFGScale", _guided), ("strength", _always), ("numberResults", _always),
-    ("outputType", _always), ("outputFormat", _always), ("audioSettings", _always),
-    ("deliveryMethod", _always), ("webhookURL", _always), ("uploadEndpoint", _always),
-    ("includeCost", _always), ("ttl", _always), ("inputs", _always), ("settings", _always),
-    ("advancedFeatures", lambda v: v.xl),
-)
+def _xl(variant: Variant) -> bool:
+    return variant.xl
 
-#: `settings` keys, in reading (and `allowedValues`) order, and which models accept them. Runware's turbo allow-list
-#: comes first in Runware's order; the last six are Cantata extensions.
-SETTINGS_KEYS: tuple[tuple[str, Callable[[Variant], bool]], ...] = (
-    ("lyrics", _always), ("bpm", _always), ("keyScale", _always), ("timeSignature", _always),
-    ("vocalLanguage", _always), ("guidanceType", _guided), ("cfgIntervalStart", _guided),
-    ("cfgIntervalEnd", _guided), ("coverConditioningScale", _always),
-    ("repaintingStart", _always), ("repaintingEnd", _always),
-    ("repaintMode", _always), ("repaintStrength", _always), ("dcw", _always),
-    ("task", lambda v: any(t in v.tasks for t in EXTRA_TASKS)),
-    ("trackName", lambda v: LEGO in v.tasks or EXTRACT in v.tasks),
-    ("trackClasses", lambda v: COMPLETE in v.tasks),
-)
-INPUTS_KEYS = ("audio", "referenceAudios")
-AUDIO_SETTINGS_KEYS = ("sampleRate", "bitrate", "channels")
+
+def _extra_tasks(variant: Variant) -> bool:
+    return any(t in variant.tasks for t in EXTRA_TASKS)
+
+
+def _stem_tasks(variant: Variant) -> bool:
+    return LEGO in variant.tasks or EXTRACT in variant.tasks
+
+
+def _complete_task(variant: Variant) -> bool:
+    return COMPLETE in variant.tasks
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Server-side caps. A deployment may tighten them; loosening past the protocol's own
-    bounds (3 results, 300 s, 3000 characters, ttl >= 60) would accept what Runware refuses."""
+class FieldSpec:
+    """Everything known about one `audioInference` field. The validator's readers take their
+    bounds, choices, defaults and error codes from here, and the OpenAPI document is generated
+    from the same table, so the two cannot disagree.
 
-    max_number_results: int = 3
-    max_duration: float = 300.0
-    max_prompt_chars: int = 3000
-    max_lyrics_chars: int = 3000
-    min_ttl: int = 60
-    max_ttl: int = 7 * 24 * 3600
+    `type` is the protocol's name (the `type` of an error): string, integer, float, boolean,
+    object or string[]. `minimum`/`maximum` bound numbers, or the length of strings (the minimum
+    counted without surrounding whitespace) and lists. `default` is what an absent (or null) value
+    becomes; `absent` says in words what leaving it out means when no single value does.
+    """
+
+    path: str
+    type: str
+    code: str
+    description: str
+    minimum: PerScope = None
+    maximum: PerScope = None
+    choices: PerScope = None
+    default: PerScope = None
+    absent: str = ""
+    note: PerScope = ""  # unit or hint, appended to range messages in parentheses
+    missing_code: str | None = None  # set for required fields
+    accepts: Callable[[Variant], bool] = _always
+    pattern: str | None = None
+    extension: bool = False  # a Cantata extension, not in Runware's own protocol
+
+    @property
+    def key(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+    def bounds(self, scope: Scope) -> tuple[Any, Any]:
+        return _at(self.minimum, scope), _at(self.maximum, scope)
+
+    def allowed(self, scope: Scope) -> tuple | None:
+        return _at(self.choices, scope)
+
+    def default_for(self, scope: Scope) -> Any:
+        return _at(self.default, scope)
+
+    def note_for(self, scope: Scope) -> str:
+        return _at(self.note, scope)
+
+
+def _at(value: PerScope, scope: Scope) -> Any:
+    return value(scope) if callable(value) else value
+
+
+def _default_steps(scope: Scope) -> int:
+    return sampling_params(scope.variant).steps
+
+
+def _default_cfg_scale(scope: Scope) -> float | None:
+    return sampling_params(scope.variant).guidance_scale
+
+
+def _default_guidance_type(scope: Scope) -> str:
+    return sampling_params(scope.variant).guidance_type
+
+
+def _extra_task_choices(scope: Scope) -> tuple[str, ...]:
+    return tuple(t for t in EXTRA_TASKS if t in scope.variant.tasks)
+
+
+def _bitrate_note(scope: Scope) -> str:
+    return f"kbps for {scope.output_format} at {scope.sample_rate} Hz, {scope.channels} channel(s)"
+
+
+_SOURCE_FORMS = "an http(s) URL, a data URI, base64 data, or the UUID of an upload or an earlier result"
+
+#: Every `audioInference` field, top-level keys in the order `allowedValues` lists them, each
+#: object's keys right after it in the same order.
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("taskType", "string", "invalidTaskType", "The task type.", choices=(TASK_TYPE,),
+              missing_code="missingTaskType"),
+    FieldSpec("taskUUID", "string", "invalidTaskUUID", "A UUID v4 chosen by the client, unique per task; "
+              "results and errors echo it exactly as sent.", missing_code="missingTaskUUID", pattern=UUID4_PATTERN),
+    FieldSpec("model", "string", "invalidModel", "The ACE-Step model (AIR); short names and Runware slugs "
+              "are accepted too. The server serves those it was started with.", choices=AIR_CHOICES,
+              missing_code="missingModel"),
+    FieldSpec("positivePrompt", "string", "invalidPositivePrompt", "The caption: genre, instruments, mood, "
+              "vocals.", minimum=2, maximum=lambda s: s.limits.max_prompt_chars, missing_code="missingPositivePrompt"),
+    FieldSpec("negativePrompt", "string", "invalidNegativePrompt", "What to steer away from; needs CFGScale "
+              "greater than 1 (an absent CFGScale counts as the model default). An empty one counts as absent.",
+              minimum=0, maximum=lambda s: s.limits.max_prompt_chars, accepts=_guiding),
+    FieldSpec("duration", "float", "invalidDurationNumber", "Length in seconds, in steps of 0.1. Not with "
+              "inputs.audio: the source track sets the length.", minimum=MIN_DURATION,
+              maximum=lambda s: s.limits.max_duration, default=lambda s: min(DEFAULT_DURATION, s.limits.max_duration),
+              note="seconds"),
+    FieldSpec("seed", "integer", "invalidSeed", "Result i of numberResults uses seed + i; every result "
+              "echoes its own seed.", minimum=0, maximum=MAX_SEED, absent="a random seed, echoed in each result"),
+    FieldSpec("steps", "integer", "invalidSteps", "Diffusion steps.", minimum=1,
+              maximum=lambda s: s.variant.max_steps, default=_default_steps),
+    FieldSpec("CFGScale", "float", "invalidCFGScale", "Guidance scale; 1 means no guidance. Not on turbo "
+              "models (unsupportedCFGScaleForModel).", minimum=MIN_CFG_SCALE, maximum=MAX_CFG_SCALE,
+              default=_default_cfg_scale, accepts=_guiding),
+    FieldSpec("strength", "float", "invalidStrength", "Influence of inputs.audio (needs it): for a cover, "
+              "sampling starts from the source noised to 1 - strength; no effect on other tasks.",
+              minimum=0, maximum=1, absent="0: a cover starts from pure noise"),
+    FieldSpec("numberResults", "integer", "invalidNumberResults", "Results to render, each with its own seed.",
+              minimum=1, maximum=lambda s: s.limits.max_number_results, default=1),
+    FieldSpec("outputType", "string", "invalidOutputType", "How results are delivered: a URL, base64 data "
+              "or a data URI.", choices=OUTPUT_TYPES, default="URL"),
+    FieldSpec("outputFormat", "string", "invalidOutputFormat", "Audio file format (case-insensitive).",
+              choices=OUTPUT_FORMATS, default="MP3"),
+    FieldSpec("audioSettings", "object", "invalidAudioSettings", "Encoding of MP3 and OGG output; leave it "
+              "out for WAV and FLAC."),
+    FieldSpec("audioSettings.sampleRate", "integer", "invalidSampleRate", "Output sample rate in Hz.",
+              choices=lambda s: codecs.ALLOWED_SAMPLE_RATES[s.output_format], default=DEFAULT_SAMPLE_RATE,
+              note=lambda s: f"Hz for {s.output_format}"),
+    FieldSpec("audioSettings.bitrate", "integer", "invalidBitrate", "Bitrate in kbps, inside the window "
+              "for the format, sample rate and channels.",
+              minimum=lambda s: codecs.bitrate_window(s.output_format, s.sample_rate, s.channels)[0],
+              maximum=lambda s: codecs.bitrate_window(s.output_format, s.sample_rate, s.channels)[1],
+              default=lambda s: codecs.default_bitrate(s.output_format, s.sample_rate, s.channels),
+              note=_bitrate_note),
+    FieldSpec("audioSettings.channels", "integer", "invalidChannels", "Output channels.",
+              choices=codecs.ALLOWED_CHANNELS, default=DEFAULT_CHANNELS),
+    FieldSpec("deliveryMethod", "string", "invalidDeliveryMethod", "sync answers with the results; async "
+              "acknowledges at once (poll getResponse).", choices=DELIVERY_METHODS, default="sync"),
+    FieldSpec("webhookURL", "string", "invalidWebhookURL", "Receives one POST per finished result.",
+              maximum=MAX_URL_CHARS),
+    FieldSpec("uploadEndpoint", "string", "invalidUploadEndpoint", "Receives each result file by HTTP PUT.",
+              maximum=MAX_URL_CHARS),
+    FieldSpec("includeCost", "boolean", "invalidIncludeCost", "Add cost (USD) to each result.", default=False),
+    FieldSpec("ttl", "integer", "invalidTTL", "How long a result URL lives, in seconds (outputType URL only).",
+              minimum=lambda s: s.limits.min_ttl, maximum=lambda s: s.limits.max_ttl, note="seconds",
+              absent="the server's result lifetime (the maximum)"),
+    FieldSpec("inputs", "object", "invalidInputs", "Input audio."),
+    FieldSpec("inputs.audio", "string", "invalidInputsAudio", f"Source track: {_SOURCE_FORMS}; any common "
+              "format, decoded to 48 kHz stereo.", minimum=1),
+    FieldSpec("inputs.referenceAudios", "string[]", "invalidReferenceAudios", "Timbre references, same "
+              "forms as inputs.audio.", maximum=MAX_REFERENCE_AUDIOS, absent="none", extension=True),
+    FieldSpec("settings", "object", "invalidSettings", "Model settings."),
+    FieldSpec("settings.lyrics", "string", "invalidLyrics", "Lyrics; [Verse], [Chorus] … tags are plain text.",
+              minimum=10, maximum=lambda s: s.limits.max_lyrics_chars, absent="instrumental / improvised"),
+    FieldSpec("settings.bpm", "integer", "invalidBpm", "Tempo.", minimum=30, maximum=300,
+              absent="the model decides"),
+    FieldSpec("settings.keyScale", "string", "invalidKeyScale", "'<Note><accidental> <mode>': note A-G and "
+              "accidental exact, mode case-insensitive; '' lets the model decide.", choices=KEY_SCALES,
+              absent="the model decides"),
+    FieldSpec("settings.timeSignature", "integer", "invalidTimeSignature", "Beats per bar (the strings "
+              "'2', '3', '4', '6' are accepted too).", choices=TIME_SIGNATURES, absent="the model decides"),
+    FieldSpec("settings.vocalLanguage", "string", "invalidVocalLanguage", "Vocal language code; 'unknown' "
+              "for instrumentals.", choices=VOCAL_LANGUAGES, default=DEFAULT_VOCAL_LANGUAGE),
+    FieldSpec("settings.guidanceType", "string", "invalidGuidanceType", "apg (adaptive projected guidance, "
+              "the official default) or cfg (plain classifier-free guidance).", choices=GUIDANCE_TYPES,
+              default=_default_guidance_type, accepts=_guiding),
+    FieldSpec("settings.cfgIntervalStart", "float", "invalidCfgInterval", "Guidance acts where start <= t "
+              "<= end, t = 1 being noise.", minimum=0, maximum=1, default=0.0, accepts=_guiding),
+    FieldSpec("settings.cfgIntervalEnd", "float", "invalidCfgInterval", "End of the guidance interval, not "
+              "below its start.", minimum=0, maximum=1, default=1.0, accepts=_guiding),
+    FieldSpec("settings.coverConditioningScale", "float", "invalidCoverConditioningScale", "Fraction of the "
+              "steps conditioned on the source's structure (needs inputs.audio), then free text-to-music.",
+              minimum=0, maximum=1, default=1.0),
+    FieldSpec("settings.repaintingStart", "float", "invalidRepaintingStart", "Start of the region to "
+              "regenerate (needs inputs.audio); negative outpaints before the source.", minimum=-300, maximum=300,
+              default=0.0, note="seconds; negative prepends"),
+    FieldSpec("settings.repaintingEnd", "float", "invalidRepaintingEnd", "End of the region to regenerate "
+              "(needs inputs.audio), after its start; past the source outpaints after it.", minimum=0, maximum=300,
+              note="seconds", absent="the end of the source"),
+    FieldSpec("settings.repaintMode", "string", "invalidRepaintMode", "How strictly a repaint keeps the "
+              "audio outside its region (needs a region).", choices=REPAINT_MODES, default=DEFAULT_REPAINT_MODE,
+              extension=True),
+    FieldSpec("settings.repaintStrength", "float", "invalidRepaintStrength", "repaintMode balanced only: 0 "
+              "keeps the most of the source, 1 the least (needs a region).", minimum=0, maximum=1, default=0.5,
+              extension=True),
+    FieldSpec("settings.dcw", "boolean", "invalidDcw", "The DCW wavelet correction of the upstream sampler.",
+              default=False, extension=True),
+    FieldSpec("settings.task", "string", "invalidTask", "Base models, needs inputs.audio: lego adds a track, "
+              "extract separates a stem, complete accompanies a part.", choices=_extra_task_choices,
+              absent="from the inputs: repaint with a region, else cover", accepts=_extra_tasks, extension=True),
+    FieldSpec("settings.trackName", "string", "invalidTrackName", "The stem for task lego or extract.",
+              choices=TRACK_NAMES, missing_code="missingTrackName", accepts=_stem_tasks, extension=True),
+    FieldSpec("settings.trackClasses", "string[]", "invalidTrackClasses", "Distinct stems to add, for task "
+              "complete.", choices=TRACK_NAMES, missing_code="missingTrackClasses", accepts=_complete_task,
+              extension=True),
+    FieldSpec("advancedFeatures", "object", "invalidAdvancedFeatures", "XL models; no keys are known, so any "
+              "key inside is refused.", accepts=_xl),
+)
+
+FIELD: dict[str, FieldSpec] = {f.path: f for f in FIELDS}
+
+
+def _keys_of(obj: str) -> tuple[tuple[str, Callable[[Variant], bool]], ...]:
+    return tuple((f.key, f.accepts) for f in FIELDS if f.path.rpartition(".")[0] == obj)
+
+
+#: Top-level keys, in the order `allowedValues` lists them, and which models accept them.
+TOP_LEVEL_KEYS = _keys_of("")
+#: `settings` keys, in reading (and `allowedValues`) order, and which models accept them. Runware's turbo
+#: allow-list comes first in Runware's order; the rest are Cantata extensions or need guidance.
+SETTINGS_KEYS = _keys_of("settings")
+INPUTS_KEYS = tuple(key for key, _ in _keys_of("inputs"))
+AUDIO_SETTINGS_KEYS = tuple(key for key, _ in _keys_of("audioSettings"))
 
 
 def validate_audio_inference(
     task: Any, *, docs_base: str = DEFAULT_DOCS_BASE, limits: Limits = Limits()
 ) -> AudioInferenceTask:
     """Validate one `audioInference` task object; raise the first `RunwareError` found, with
-    taskType, taskUUID (when the client sent a string, so it can match the error) and a link
+    taskType, taskUUID (when the client sent a string it can match the error with) and a link
     into our docs filled in."""
     try:
         return _validate(task, limits)
     except RunwareError as err:
         uuid = task.get("taskUUID") if isinstance(task, dict) else None
         err.task_type = TASK_TYPE
-        err.task_uuid = uuid if isinstance(uuid, str) and len(uuid) <= 100 else None
+        err.task_uuid = uuid if isinstance(uuid, str) and len(uuid) <= 100 and is_unicode(uuid) else None
         err.documentation = documentation_url(err.parameter, docs_base)
         raise
 
 
 def validate_task_uuid(value: Any) -> str:
     """The taskUUID as sent (not re-cased: clients match replies on the exact string)."""
+    spec = FIELD["taskUUID"]
     if value is None:
-        raise RunwareError("missingTaskUUID", "taskUUID is required: a UUID v4 string unique per task.",
-                           parameter="taskUUID", type="string")
+        raise RunwareError(spec.missing_code, "taskUUID is required: a UUID v4 string unique per task.",
+                           parameter=spec.path, type=spec.type)
     if not isinstance(value, str) or not _UUID4.fullmatch(value):
-        raise RunwareError("invalidTaskUUID", "taskUUID must be a UUID v4 string, e.g. "
-                           "'a770f077-f413-47de-9dac-be0b26a35da6'.", parameter="taskUUID", type="string")
+        raise RunwareError(spec.code, "taskUUID must be a UUID v4 string, e.g. "
+                           "'a770f077-f413-47de-9dac-be0b26a35da6'.", parameter=spec.path, type=spec.type)
     return value
 
 
@@ -172,61 +366,70 @@ def allowed_settings_keys(variant: Variant) -> tuple[str, ...]:
     return tuple(key for key, accepts in SETTINGS_KEYS if accepts(variant))
 
 
+def is_unicode(text: str) -> bool:
+    """False for a string holding a lone UTF-16 surrogate ("\\ud800" is a legal JSON escape):
+    it cannot be encoded, so it could neither be stored, rendered nor fed to the text encoder."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _validate(task: Any, limits: Limits) -> AudioInferenceTask:
     if not isinstance(task, dict):
         raise RunwareError("invalidTaskObject", "Each task must be a JSON object.")
     task_uuid = validate_task_uuid(task.get("taskUUID"))
     _task_type(task.get("taskType"))
     variant = _variant(task.get("model"))
+    scope = Scope(variant, limits)
     _top_level_keys(task, variant)
     inputs = _inputs(task.get("inputs"), variant.air)
     source = inputs.audio
 
-    prompt = _text(task.get("positivePrompt"), "positivePrompt", "invalidPositivePrompt", 2,
-                   limits.max_prompt_chars)
+    prompt = _text(task.get("positivePrompt"), FIELD["positivePrompt"], scope)
     if prompt is None:
-        raise RunwareError("missingPositivePrompt", "positivePrompt is required: a string of 2 to "
-                           f"{limits.max_prompt_chars} characters.", parameter="positivePrompt", type="string")
-    negative = _text(task.get("negativePrompt"), "negativePrompt", "invalidNegativePrompt", 0,
-                     limits.max_prompt_chars)
+        spec = FIELD["positivePrompt"]
+        lo, hi = spec.bounds(scope)
+        raise RunwareError(spec.missing_code, f"positivePrompt is required: a string of {lo} to {hi} characters.",
+                           parameter=spec.path, type=spec.type)
+    negative = _text(task.get("negativePrompt"), FIELD["negativePrompt"], scope)
     negative = negative if negative and negative.strip() else None
-    duration = _duration(task.get("duration"), limits)
+    duration = _duration(task.get("duration"), scope)
     if duration is not None and source is not None:
         raise _conflict("duration", "inputs.audio", "duration cannot be used with inputs.audio: "
                         "the source track sets the length.")
-    seed = _integer(task.get("seed"), "seed", "invalidSeed", 0, MAX_SEED)
-    steps = _integer(task.get("steps"), "steps", "invalidSteps", 1, variant.max_steps)
-    cfg_scale = _number(task.get("CFGScale"), "CFGScale", "invalidCFGScale", MIN_CFG_SCALE, MAX_CFG_SCALE)
+    seed = _integer(task.get("seed"), FIELD["seed"], scope)
+    steps = _integer(task.get("steps"), FIELD["steps"], scope)
+    cfg_scale = _number(task.get("CFGScale"), FIELD["CFGScale"], scope)
     if negative is not None and cfg_scale is not None and cfg_scale <= 1:
         raise _conflict("negativePrompt", "CFGScale", "negativePrompt needs CFGScale greater than 1 "
                         "(leave CFGScale out to use the model default).")
-    strength = _number(task.get("strength"), "strength", "invalidStrength", 0, 1)
+    strength = _number(task.get("strength"), FIELD["strength"], scope)
     _needs_source("strength", strength, source)
-    number_results = _integer(task.get("numberResults"), "numberResults", "invalidNumberResults", 1,
-                              limits.max_number_results)
-    output_type = _default(_choice(task.get("outputType"), "outputType", "invalidOutputType", OUTPUT_TYPES),
-                           "URL")
-    output_format = _default(_choice(task.get("outputFormat"), "outputFormat", "invalidOutputFormat",
-                                     OUTPUT_FORMATS, normalize=str.upper), "MP3")
-    audio_settings = _audio_settings(task.get("audioSettings"), output_format, variant.air)
-    delivery = _choice(task.get("deliveryMethod"), "deliveryMethod", "invalidDeliveryMethod",
-                       DELIVERY_METHODS)
-    webhook_url = _url(task.get("webhookURL"), "webhookURL", "invalidWebhookURL")
-    upload_endpoint = _url(task.get("uploadEndpoint"), "uploadEndpoint", "invalidUploadEndpoint")
-    include_cost = _boolean(task.get("includeCost"), "includeCost", "invalidIncludeCost")
-    ttl = _integer(task.get("ttl"), "ttl", "invalidTTL", limits.min_ttl, limits.max_ttl, "seconds")
+    number_results = _integer(task.get("numberResults"), FIELD["numberResults"], scope)
+    output_type = _filled(_choice(task.get("outputType"), FIELD["outputType"], scope), FIELD["outputType"], scope)
+    output_format = _filled(_choice(task.get("outputFormat"), FIELD["outputFormat"], scope, normalize=str.upper),
+                            FIELD["outputFormat"], scope)
+    audio_settings = _audio_settings(task.get("audioSettings"), replace(scope, output_format=output_format))
+    delivery = _choice(task.get("deliveryMethod"), FIELD["deliveryMethod"], scope)
+    webhook_url = _url(task.get("webhookURL"), FIELD["webhookURL"])
+    upload_endpoint = _url(task.get("uploadEndpoint"), FIELD["uploadEndpoint"])
+    include_cost = _boolean(task.get("includeCost"), FIELD["includeCost"])
+    ttl = _integer(task.get("ttl"), FIELD["ttl"], scope)
     if ttl is not None and output_type != "URL":
         raise _conflict("ttl", "outputType", "ttl only applies to outputType URL.")
-    settings = _settings(task.get("settings"), variant, limits, source)
-    _object(task.get("advancedFeatures"), "advancedFeatures", "invalidAdvancedFeatures", (), variant.air)
+    settings = _settings(task.get("settings"), scope, source)
+    _object(task.get("advancedFeatures"), FIELD["advancedFeatures"], (), variant.air)
 
     if source is None:
         kind = TEXT2MUSIC
-        duration = _default(duration, min(DEFAULT_DURATION, limits.max_duration))
+        duration = _filled(duration, FIELD["duration"], scope)
     elif settings.task is not None:
         kind = settings.task
     else:
         kind = REPAINT if settings.repainting_start is not None else COVER
+    sampling = sampling_params(variant, steps=steps, guidance_scale=cfg_scale)
     return AudioInferenceTask(
         task_uuid=task_uuid,
         variant=variant,
@@ -235,17 +438,17 @@ def _validate(task: Any, limits: Limits) -> AudioInferenceTask:
         negative_prompt=negative,
         duration=duration,
         seed=seed,
-        steps=_default(steps, variant.steps),
-        cfg_scale=None if variant.turbo else _default(cfg_scale, variant.guidance_scale),
+        steps=sampling.steps,
+        cfg_scale=sampling.guidance_scale,
         strength=strength,
-        number_results=_default(number_results, 1),
+        number_results=_filled(number_results, FIELD["numberResults"], scope),
         output_type=output_type,
         output_format=output_format,
         audio_settings=audio_settings,
-        delivery_method=_default(delivery, "sync"),
+        delivery_method=_filled(delivery, FIELD["deliveryMethod"], scope),
         webhook_url=webhook_url,
         upload_endpoint=upload_endpoint,
-        include_cost=_default(include_cost, False),
+        include_cost=_filled(include_cost, FIELD["includeCost"], scope),
         ttl=ttl,
         inputs=inputs,
         settings=settings,
@@ -255,116 +458,124 @@ def _validate(task: Any, limits: Limits) -> AudioInferenceTask:
 # -- the steps -----------------------------------------------------------------------------------
 
 def _task_type(value: Any) -> None:
+    spec = FIELD["taskType"]
     if value is None:
-        raise RunwareError("missingTaskType", "taskType is required.", parameter="taskType", type="string")
-    if value != TASK_TYPE:
-        raise RunwareError("invalidTaskType", f"taskType must be '{TASK_TYPE}'.", parameter="taskType",
-                           type="string", allowed_values=_quoted([TASK_TYPE]))
+        raise RunwareError(spec.missing_code, "taskType is required.", parameter=spec.path, type=spec.type)
+    if value not in spec.choices:
+        raise RunwareError(spec.code, f"taskType must be '{TASK_TYPE}'.", parameter=spec.path,
+                           type=spec.type, allowed_values=_quoted(spec.choices))
 
 
 def _variant(value: Any) -> Variant:
+    spec = FIELD["model"]
     if value is None:
-        raise RunwareError("missingModel", "model is required: one of the ACE-Step AIRs.",
-                           parameter="model", type="string", allowed_values=_quoted(AIR_CHOICES))
+        raise RunwareError(spec.missing_code, "model is required: one of the ACE-Step AIRs.",
+                           parameter=spec.path, type=spec.type, allowed_values=_quoted(spec.choices))
     if isinstance(value, str):
         try:
             return get_variant(value)
         except KeyError:
             pass
-    raise RunwareError("invalidModel", f"model must be one of: {', '.join(AIR_CHOICES)}.",
-                       parameter="model", type="string", allowed_values=_quoted(AIR_CHOICES))
+    raise RunwareError(spec.code, f"model must be one of: {', '.join(spec.choices)}.",
+                       parameter=spec.path, type=spec.type, allowed_values=_quoted(spec.choices))
 
 
 def _top_level_keys(task: dict, variant: Variant) -> None:
-    if variant.turbo and task.get("CFGScale") is not None:
+    if not variant.guides and task.get("CFGScale") is not None:
         raise RunwareError("unsupportedCFGScaleForModel", f"{variant.air} is a turbo model and runs "
                            "without classifier-free guidance: leave CFGScale out.",
-                           parameter="CFGScale", type="float")
+                           parameter="CFGScale", type=FIELD["CFGScale"].type)
     _check_keys(task, tuple(key for key, accepts in TOP_LEVEL_KEYS if accepts(variant)), "", variant.air)
 
 
 def _inputs(raw: Any, air: str) -> Inputs:
-    obj = _object(raw, "inputs", "invalidInputs", INPUTS_KEYS, air)
+    obj = _object(raw, FIELD["inputs"], INPUTS_KEYS, air)
+    spec = FIELD["inputs.audio"]
     audio = obj.get("audio")
-    if audio is not None and not (isinstance(audio, str) and audio.strip()):
-        raise RunwareError("invalidInputsAudio", "inputs.audio must be a non-empty string: a URL, a "
-                           "data URI, base64 data or a media UUID.", parameter="inputs.audio", type="string")
+    if audio is not None and not _is_text(audio):
+        raise RunwareError(spec.code, "inputs.audio must be a non-empty string: a URL, a "
+                           "data URI, base64 data or a media UUID.", parameter=spec.path, type=spec.type)
+    spec = FIELD["inputs.referenceAudios"]
     refs = _default(obj.get("referenceAudios"), [])
-    if not (isinstance(refs, list) and len(refs) <= MAX_REFERENCE_AUDIOS
-            and all(isinstance(r, str) and r.strip() for r in refs)):
-        raise RunwareError("invalidReferenceAudios", "inputs.referenceAudios must be a list of at most "
-                           f"{MAX_REFERENCE_AUDIOS} non-empty strings (URL, data URI, base64 or media UUID).",
-                           parameter="inputs.referenceAudios", type="string[]")
+    if not (isinstance(refs, list) and len(refs) <= spec.maximum and all(_is_text(r) for r in refs)):
+        raise RunwareError(spec.code, "inputs.referenceAudios must be a list of at most "
+                           f"{spec.maximum} non-empty strings (URL, data URI, base64 or media UUID).",
+                           parameter=spec.path, type=spec.type)
     return Inputs(audio=audio, reference_audios=tuple(refs))
 
 
-def _duration(value: Any, limits: Limits) -> float | None:
-    duration = _number(value, "duration", "invalidDurationNumber", MIN_DURATION, limits.max_duration, "seconds")
+def _is_text(value: Any) -> bool:
+    """A non-blank, encodable string: what every source-audio reference must be."""
+    return isinstance(value, str) and bool(value.strip()) and is_unicode(value)
+
+
+def _duration(value: Any, scope: Scope) -> float | None:
+    spec = FIELD["duration"]
+    duration = _number(value, spec, scope)
     if duration is None:
         return None
     if abs(duration * 10 - round(duration * 10)) > 1e-6:
-        raise RunwareError("invalidDurationNumber", "duration must be a multiple of 0.1 seconds "
-                           "(at most one decimal).", parameter="duration", type="float")
+        raise RunwareError(spec.code, "duration must be a multiple of 0.1 seconds "
+                           "(at most one decimal).", parameter=spec.path, type=spec.type)
     return round(duration, 1)
 
 
-def _audio_settings(raw: Any, fmt: str, air: str) -> AudioSettings | None:
+def _audio_settings(raw: Any, scope: Scope) -> AudioSettings | None:
     """Bitrate and sample rate only exist for lossy formats; their windows live in the codecs
     module so that what we accept is what the encoder can do."""
-    obj = _object(raw, "audioSettings", "invalidAudioSettings", AUDIO_SETTINGS_KEYS, air)
-    if fmt not in LOSSY_FORMATS:
+    obj = _object(raw, FIELD["audioSettings"], AUDIO_SETTINGS_KEYS, scope.variant.air)
+    if scope.output_format not in LOSSY_FORMATS:
         if any(v is not None for v in obj.values()):
             raise _conflict("audioSettings", "outputFormat", "audioSettings applies only to MP3 and OGG "
                             "output; leave it out for WAV and FLAC.")
         return None
-    rate = _choice(obj.get("sampleRate"), "audioSettings.sampleRate", "invalidSampleRate",
-                   codecs.ALLOWED_SAMPLE_RATES[fmt], type_="integer", note=f"Hz for {fmt}")
-    rate = _default(rate, DEFAULT_SAMPLE_RATE)
-    channels = _choice(obj.get("channels"), "audioSettings.channels", "invalidChannels",
-                       codecs.ALLOWED_CHANNELS, type_="integer")
-    channels = _default(channels, DEFAULT_CHANNELS)
-    bitrate = _integer(obj.get("bitrate"), "audioSettings.bitrate", "invalidBitrate",
-                       *codecs.bitrate_window(fmt, rate, channels),
-                       f"kbps for {fmt} at {rate} Hz, {channels} channel(s)")
-    return AudioSettings(sample_rate=rate, bitrate=_default(bitrate, codecs.default_bitrate(fmt, rate, channels)),
-                         channels=channels)
+    rate_spec, channels_spec = FIELD["audioSettings.sampleRate"], FIELD["audioSettings.channels"]
+    rate = _filled(_choice(obj.get("sampleRate"), rate_spec, scope), rate_spec, scope)
+    channels = _filled(_choice(obj.get("channels"), channels_spec, scope), channels_spec, scope)
+    scope = replace(scope, sample_rate=rate, channels=channels)
+    bitrate_spec = FIELD["audioSettings.bitrate"]
+    bitrate = _integer(obj.get("bitrate"), bitrate_spec, scope)
+    return AudioSettings(sample_rate=rate, bitrate=_filled(bitrate, bitrate_spec, scope), channels=channels)
 
 
-def _settings(raw: Any, variant: Variant, limits: Limits, source: str | None) -> Settings:
-    s = _object(raw, "settings", "invalidSettings", allowed_settings_keys(variant), variant.air)
-    lyrics = _text(s.get("lyrics"), "settings.lyrics", "invalidLyrics", 10, limits.max_lyrics_chars)
-    bpm = _integer(s.get("bpm"), "settings.bpm", "invalidBpm", 30, 300)
+def _settings(raw: Any, scope: Scope, source: str | None) -> Settings:
+    variant = scope.variant
+    s = _object(raw, FIELD["settings"], allowed_settings_keys(variant), variant.air)
+
+    def read(reader: Callable[..., Any], key: str, **kw: Any) -> Any:
+        return reader(s.get(key), FIELD[f"settings.{key}"], scope, **kw)
+
+    def filled(value: Any, key: str) -> Any:
+        return _filled(value, FIELD[f"settings.{key}"], scope)
+
+    lyrics = read(_text, "lyrics")
+    bpm = read(_integer, "bpm")
     key_scale = _key_scale(s.get("keyScale"))
-    time_signature = _choice(s.get("timeSignature"), "settings.timeSignature", "invalidTimeSignature",
-                             TIME_SIGNATURES, type_="integer", normalize=lambda t: _TIME_SIGNATURE_TEXT.get(t, t))
-    language = _choice(s.get("vocalLanguage"), "settings.vocalLanguage", "invalidVocalLanguage",
-                       VOCAL_LANGUAGES)
-    guidance = _choice(s.get("guidanceType"), "settings.guidanceType", "invalidGuidanceType", GUIDANCE_TYPES)
-    cfg_start = _number(s.get("cfgIntervalStart"), "settings.cfgIntervalStart", "invalidCfgInterval", 0, 1)
-    cfg_end = _number(s.get("cfgIntervalEnd"), "settings.cfgIntervalEnd", "invalidCfgInterval", 0, 1)
-    cfg_start, cfg_end = _default(cfg_start, 0.0), _default(cfg_end, 1.0)
+    time_signature = read(_choice, "timeSignature", normalize=lambda t: _TIME_SIGNATURE_TEXT.get(t, t))
+    language = read(_choice, "vocalLanguage")
+    guidance = read(_choice, "guidanceType")
+    cfg_start = filled(read(_number, "cfgIntervalStart"), "cfgIntervalStart")
+    cfg_end = filled(read(_number, "cfgIntervalEnd"), "cfgIntervalEnd")
     if cfg_start > cfg_end:
-        raise RunwareError("invalidCfgInterval", "settings.cfgIntervalStart must not be greater than "
-                           "settings.cfgIntervalEnd.", parameter=["settings.cfgIntervalStart",
-                                                                  "settings.cfgIntervalEnd"], type="float")
-    cover = _number(s.get("coverConditioningScale"), "settings.coverConditioningScale",
-                    "invalidCoverConditioningScale", 0, 1)
+        raise RunwareError(FIELD["settings.cfgIntervalStart"].code, "settings.cfgIntervalStart must not be "
+                           "greater than settings.cfgIntervalEnd.", parameter=["settings.cfgIntervalStart",
+                                                                              "settings.cfgIntervalEnd"], type="float")
+    cover = read(_number, "coverConditioningScale")
     _needs_source("settings.coverConditioningScale", cover, source)
 
-    start = _number(s.get("repaintingStart"), "settings.repaintingStart", "invalidRepaintingStart",
-                    -300, 300, "seconds; negative prepends")
+    start = read(_number, "repaintingStart")
     _needs_source("settings.repaintingStart", start, source)
-    end = _number(s.get("repaintingEnd"), "settings.repaintingEnd", "invalidRepaintingEnd", 0, 300, "seconds")
+    end = read(_number, "repaintingEnd")
     _needs_source("settings.repaintingEnd", end, source)
-    if end is not None and end <= _default(start, 0.0):
-        raise RunwareError("invalidRepaintingEnd", "settings.repaintingEnd must be greater than "
+    if end is not None and end <= filled(start, "repaintingStart"):
+        raise RunwareError(FIELD["settings.repaintingEnd"].code, "settings.repaintingEnd must be greater than "
                            "settings.repaintingStart (0 when left out).", parameter="settings.repaintingEnd",
                            type="float")
     region = start is not None or end is not None
     region_key = "settings.repaintingStart" if start is not None else "settings.repaintingEnd"
 
-    mode = _choice(s.get("repaintMode"), "settings.repaintMode", "invalidRepaintMode", REPAINT_MODES)
-    repaint_strength = _number(s.get("repaintStrength"), "settings.repaintStrength", "invalidRepaintStrength", 0, 1)
+    mode = read(_choice, "repaintMode")
+    repaint_strength = read(_number, "repaintStrength")
     for key, value in (("settings.repaintMode", mode), ("settings.repaintStrength", repaint_strength)):
         if value is not None and not region:
             raise RunwareError("missingRepaintingRange", f"{key} only applies to a repaint: also send "
@@ -374,152 +585,165 @@ def _settings(raw: Any, variant: Variant, limits: Limits, source: str | None) ->
         raise _conflict("settings.repaintStrength", "settings.repaintMode",
                         "settings.repaintStrength only applies to repaintMode 'balanced'.")
 
-    task = _choice(s.get("task"), "settings.task", "invalidTask",
-                   tuple(t for t in EXTRA_TASKS if t in variant.tasks))
+    task = read(_choice, "task")
     _needs_source("settings.task", task, source)
     if task in (EXTRACT, COMPLETE) and region:
         raise _conflict("settings.task", region_key, f"settings.task '{task}' works on the whole source "
                         "track and takes no repainting region.")
-    track_name = _choice(s.get("trackName"), "settings.trackName", "invalidTrackName", TRACK_NAMES)
+    track_name = read(_choice, "trackName")
     if task in (LEGO, EXTRACT) and track_name is None:
-        raise RunwareError("missingTrackName", f"settings.task '{task}' needs settings.trackName.",
-                           parameter="settings.trackName", type="string", allowed_values=_quoted(TRACK_NAMES))
+        spec = FIELD["settings.trackName"]
+        raise RunwareError(spec.missing_code, f"settings.task '{task}' needs settings.trackName.",
+                           parameter=spec.path, type=spec.type, allowed_values=_quoted(spec.choices))
     if track_name is not None and task not in (LEGO, EXTRACT):
         raise _conflict("settings.trackName", "settings.task",
                         "settings.trackName only applies to settings.task 'lego' or 'extract'.")
     track_classes = _track_classes(s.get("trackClasses"))
     if task == COMPLETE and not track_classes:
-        raise RunwareError("missingTrackClasses", "settings.task 'complete' needs settings.trackClasses.",
-                           parameter="settings.trackClasses", type="string[]", allowed_values=_quoted(TRACK_NAMES))
+        spec = FIELD["settings.trackClasses"]
+        raise RunwareError(spec.missing_code, "settings.task 'complete' needs settings.trackClasses.",
+                           parameter=spec.path, type=spec.type, allowed_values=_quoted(spec.choices))
     if track_classes and task != COMPLETE:
         raise _conflict("settings.trackClasses", "settings.task",
                         "settings.trackClasses only applies to settings.task 'complete'.")
-    dcw = _boolean(s.get("dcw"), "settings.dcw", "invalidDcw")
+    dcw = _boolean(s.get("dcw"), FIELD["settings.dcw"])
 
     return Settings(
         lyrics=lyrics,
         bpm=bpm,
         key_scale=key_scale,
         time_signature=time_signature,
-        vocal_language=_default(language, "en"),
-        guidance_type=_default(guidance, variant.guidance_type),
+        vocal_language=filled(language, "vocalLanguage"),
+        guidance_type=sampling_params(variant, guidance_type=guidance).guidance_type,
         cfg_interval_start=cfg_start,
         cfg_interval_end=cfg_end,
-        cover_conditioning_scale=_default(cover, 1.0),
-        repainting_start=_default(start, 0.0) if region else None,
+        cover_conditioning_scale=filled(cover, "coverConditioningScale"),
+        repainting_start=filled(start, "repaintingStart") if region else None,
         repainting_end=end,
-        repaint_mode=_default(mode, "balanced"),
-        repaint_strength=_default(repaint_strength, 0.5),
+        repaint_mode=filled(mode, "repaintMode"),
+        repaint_strength=filled(repaint_strength, "repaintStrength"),
         task=task,
         track_name=track_name,
         track_classes=track_classes,
-        dcw=_default(dcw, False),
+        dcw=filled(dcw, "dcw"),
     )
 
 
 def _key_scale(value: Any) -> str | None:
+    spec = FIELD["settings.keyScale"]
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     parts = value.split() if isinstance(value, str) else ()
     canonical = f"{parts[0]} {parts[1].lower()}" if len(parts) == 2 else None
-    if canonical not in KEY_SCALES:
-        raise RunwareError("invalidKeyScale", "settings.keyScale must be '<Note><accidental> <major|minor>' "
+    if canonical not in spec.choices:
+        raise RunwareError(spec.code, "settings.keyScale must be '<Note><accidental> <major|minor>' "
                            "with Note A-G and accidental none, '#', 'b', '♯' or '♭' (e.g. 'F# minor'), "
-                           "or '' to let the model decide.", parameter="settings.keyScale", type="string",
-                           allowed_values=_quoted(KEY_SCALES))
+                           "or '' to let the model decide.", parameter=spec.path, type=spec.type,
+                           allowed_values=_quoted(spec.choices))
     return canonical
 
 
 def _track_classes(value: Any) -> tuple[str, ...]:
+    spec = FIELD["settings.trackClasses"]
     classes = _default(value, [])
-    if not (isinstance(classes, list) and all(isinstance(c, str) and c in TRACK_NAMES for c in classes)
+    if not (isinstance(classes, list) and all(isinstance(c, str) and c in spec.choices for c in classes)
             and len(set(classes)) == len(classes)):
-        raise RunwareError("invalidTrackClasses", "settings.trackClasses must be a list of distinct stem "
-                           f"names from: {', '.join(TRACK_NAMES)}.", parameter="settings.trackClasses",
-                           type="string[]", allowed_values=_quoted(TRACK_NAMES))
+        raise RunwareError(spec.code, "settings.trackClasses must be a list of distinct stem "
+                           f"names from: {', '.join(spec.choices)}.", parameter=spec.path,
+                           type=spec.type, allowed_values=_quoted(spec.choices))
     return tuple(classes)
 
 
-# -- readers: each returns None for an absent (or null) value ---------------------------------------
+# -- readers: each takes its field's spec and returns None for an absent (or null) value -------------
 
-def _integer(value: Any, path: str, code: str, lo: int, hi: int, note: str = "") -> int | None:
+def _integer(value: Any, spec: FieldSpec, scope: Scope) -> int | None:
     if value is None:
         return None
+    lo, hi = spec.bounds(scope)
     if type(value) is not int or not lo <= value <= hi:  # type(): bool is an int subclass
-        raise RunwareError(code, f"{path} must be an integer between {lo} and {hi}{_paren(note)}.",
-                           parameter=path, type="integer")
+        raise RunwareError(spec.code, f"{spec.path} must be an integer between {lo} and {hi}"
+                           f"{_paren(spec.note_for(scope))}.", parameter=spec.path, type="integer")
     return value
 
 
-def _number(value: Any, path: str, code: str, lo: float, hi: float, note: str = "") -> float | None:
+def _number(value: Any, spec: FieldSpec, scope: Scope) -> float | None:
     if value is None:
         return None
+    lo, hi = spec.bounds(scope)
     if type(value) not in (int, float) or not lo <= value <= hi:  # NaN fails the comparison
-        raise RunwareError(code, f"{path} must be a number between {_fmt(lo)} and {_fmt(hi)}{_paren(note)}.",
-                           parameter=path, type="float")
+        raise RunwareError(spec.code, f"{spec.path} must be a number between {_fmt(lo)} and {_fmt(hi)}"
+                           f"{_paren(spec.note_for(scope))}.", parameter=spec.path, type="float")
     return float(value)
 
 
-def _text(value: Any, path: str, code: str, lo: int, hi: int) -> str | None:
+def _text(value: Any, spec: FieldSpec, scope: Scope) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value.strip()) < lo or len(value) > hi:
-        raise RunwareError(code, f"{path} must be a string of {lo} to {hi} characters.",
-                           parameter=path, type="string")
+    lo, hi = spec.bounds(scope)
+    if not isinstance(value, str) or len(value.strip()) < lo or len(value) > hi or not is_unicode(value):
+        raise RunwareError(spec.code, f"{spec.path} must be a string of {lo} to {hi} characters.",
+                           parameter=spec.path, type="string")
     return value
 
 
-def _boolean(value: Any, path: str, code: str) -> bool | None:
+def _boolean(value: Any, spec: FieldSpec) -> bool | None:
     if value is not None and type(value) is not bool:
-        raise RunwareError(code, f"{path} must be true or false.", parameter=path, type="boolean")
+        raise RunwareError(spec.code, f"{spec.path} must be true or false.", parameter=spec.path, type="boolean")
     return value
 
 
-def _choice(value: Any, path: str, code: str, choices: Sequence, *, type_: str = "string",
-            normalize: Callable[[str], Any] | None = None, note: str = "") -> Any:
+def _choice(value: Any, spec: FieldSpec, scope: Scope, *, normalize: Callable[[str], Any] | None = None) -> Any:
+    """One of the field's choices; the error's `type` is the field's (string or integer)."""
     if value is None:
         return None
+    choices = spec.allowed(scope)
     if normalize is not None and isinstance(value, str):
         value = normalize(value)
-    if type(value) is not _PYTHON_TYPES[type_] or value not in choices:
+    if type(value) is not _PYTHON_TYPES[spec.type] or value not in choices:
         listed = ", ".join(map(str, choices)) if len(choices) <= 12 else "the values in allowedValues"
-        raise RunwareError(code, f"{path} must be one of {listed}{_paren(note)}.", parameter=path,
-                           type=type_, allowed_values=_quoted(choices))
+        raise RunwareError(spec.code, f"{spec.path} must be one of {listed}{_paren(spec.note_for(scope))}.",
+                           parameter=spec.path, type=spec.type, allowed_values=_quoted(choices))
     return value
 
 
-def _url(value: Any, path: str, code: str) -> str | None:
+def _url(value: Any, spec: FieldSpec) -> str | None:
     """Syntax only: where the URL points (SSRF rules) is checked where it is used."""
     if value is None:
         return None
     try:
-        ok = isinstance(value, str) and len(value) <= 2048 and value.isprintable() and " " not in value
+        ok = (isinstance(value, str) and len(value) <= spec.maximum and value.isprintable() and " " not in value
+              and is_unicode(value))
         parts = urlsplit(value) if ok else None
         ok = ok and parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
         ok = ok and (parts.port is None or parts.port > 0)  # .port raises on a bad port
     except ValueError:
         ok = False
     if not ok:
-        raise RunwareError(code, f"{path} must be an absolute http:// or https:// URL.", parameter=path,
-                           type="string")
+        raise RunwareError(spec.code, f"{spec.path} must be an absolute http:// or https:// URL.",
+                           parameter=spec.path, type="string")
     return value
 
 
-def _object(value: Any, path: str, code: str, allowed: tuple[str, ...], air: str) -> dict:
+def _object(value: Any, spec: FieldSpec, allowed: tuple[str, ...], air: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise RunwareError(code, f"{path} must be an object.", parameter=path, type="object")
-    _check_keys(value, allowed, f"{path}.", air)
+        raise RunwareError(spec.code, f"{spec.path} must be an object.", parameter=spec.path, type="object")
+    _check_keys(value, allowed, f"{spec.path}.", air)
     return value
 
 
 def _check_keys(obj: dict, allowed: tuple[str, ...], prefix: str, air: str) -> None:
     for key, value in obj.items():
         if value is not None and key not in allowed:
-            path = f"{prefix}{key}"
+            path = f"{prefix}{_escaped(key)}"
             raise RunwareError("unsupportedParameter", f"'{path}' is not a supported parameter for {air}.",
                                parameter=path, allowed_values=_quoted(allowed) or None)
+
+
+def _escaped(key: str) -> str:
+    """A key as it can be echoed: lone surrogates written as `\\udXXX` escapes, the rest as sent."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _needs_source(path: str, value: Any, source: str | None) -> None:
@@ -530,6 +754,11 @@ def _needs_source(path: str, value: Any, source: str | None) -> None:
 
 def _conflict(first: str, second: str, message: str) -> RunwareError:
     return RunwareError("conflictingParameters", message, parameter=[first, second])
+
+
+def _filled(value: Any, spec: FieldSpec, scope: Scope) -> Any:
+    """`value`, or the field's default when it is absent."""
+    return spec.default_for(scope) if value is None else value
 
 
 def _default(value: Any, default: Any) -> Any:

@@ -11,7 +11,7 @@ meet pipeline names.
 | seed, numberResults                   | seeds: seed, seed+1, ... one per result (see below)    |
 | steps                                 | steps                                                  |
 | CFGScale                              | guidance_scale (None on turbo: no guidance)            |
-| settings.guidanceType                 | guidance_type (None on turbo)                          |
+| settings.guidanceType                 | guidance_type ("none" -> None: the model's own, off)   |
 | settings.cfgIntervalStart/End         | cfg_interval                                           |
 | negativePrompt                        | negative_prompt                                        |
 | settings.dcw                          | dcw                                                    |
@@ -42,6 +42,7 @@ from collections.abc import Sequence
 import torch
 
 from ..models.variants import COVER, TEXT2MUSIC
+from ..models.vocabulary import NO_GUIDANCE
 from ..pipeline.latents import random_seed
 from ..pipeline.request import GenerationRequest, SourceAudio
 from .task import AudioInferenceTask
@@ -64,7 +65,6 @@ def generation_request(task: AudioInferenceTask, *, source: torch.Tensor | None 
     if task.seed is None:
         raise ValueError("the task's seed must be fixed before it is mapped")
     s = task.settings
-    guided = not task.variant.turbo
     return GenerationRequest(
         caption=task.positive_prompt,
         lyrics=s.lyrics or "",
@@ -76,8 +76,10 @@ def generation_request(task: AudioInferenceTask, *, source: torch.Tensor | None 
         seeds=result_seeds(task.seed, task.number_results),
         batch_size=task.number_results,
         steps=task.steps,
-        guidance_type=s.guidance_type if guided else None,
-        guidance_scale=task.cfg_scale if guided else None,
+        # The validator filled both from `sampling_params`; a model that never guides has "none"
+        # and no scale, which the pipeline spells None ("the model's own": no guidance).
+        guidance_type=None if s.guidance_type == NO_GUIDANCE else s.guidance_type,
+        guidance_scale=task.cfg_scale,
         cfg_interval=(s.cfg_interval_start, s.cfg_interval_end),
         negative_prompt=task.negative_prompt,
         dcw=s.dcw,

@@ -9,6 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..models.variants import SamplingParams
+from ..models.vocabulary import APG as APG_NAME
+from ..models.vocabulary import CFG as CFG_NAME
+
 
 class CFG:
     """v = u + g·(c − u)."""
@@ -50,12 +54,8 @@ class APG:
         return cond + (self.scale - 1) * update
 
 
-def make_guidance(kind: str, scale: float) -> CFG | APG | None:
-    """None when guidance is off (turbo, or a scale of 1 or less)."""
-    if kind in ("none", None) or scale <= 1.0:
+def make_guidance(sampling: SamplingParams) -> CFG | APG | None:
+    """The guidance for resolved sampler settings; None when `sampling.guided` says it is off."""
+    if not sampling.guided:
         return None
-    if kind == "apg":
-        return APG(scale)
-    if kind == "cfg":
-        return CFG(scale)
-    raise ValueError(f"unknown guidance type {kind!r}; use 'apg' or 'cfg'")
+    return {APG_NAME: APG, CFG_NAME: CFG}[sampling.guidance_type](sampling.guidance_scale)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.variants import Variant
+from ..models.variants import SamplingParams, Variant, sampling_params
 from . import prompts, tasks
 from .conditioning import Conditioner
 from .guidance import make_guidance
@@ -41,11 +41,11 @@ class Prepared:
     splice: Splice | None  # None: the output is peak-normalized instead (no source kept verbatim)
 
 
-def resolve_defaults(req: GenerationRequest, v: Variant) -> tuple[int, float, str, float]:
-    """(steps, shift, guidance type, guidance scale) with the variant's defaults filled in."""
-    return (req.steps or v.steps, req.shift if req.shift is not None else v.shift,
-            req.guidance_type or v.guidance_type,
-            req.guidance_scale if req.guidance_scale is not None else v.guidance_scale)
+def resolve_defaults(req: GenerationRequest, v: Variant) -> SamplingParams:
+    """The request's sampler settings with the variant's defaults filled in (by `sampling_params`,
+    their one owner, which also decides whether guidance is on)."""
+    return sampling_params(v, steps=req.steps, shift=req.shift, guidance_type=req.guidance_type,
+                           guidance_scale=req.guidance_scale)
 
 
 def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditioner, vae) -> Prepared:
@@ -53,7 +53,8 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
         raise ValueError(f"{variant.name} does not support task {req.task!r} (supports {', '.join(variant.tasks)})")
     seeds = list(req.seeds) if req.seeds else [random_seed() for _ in range(req.batch_size)]
     batch, device, dtype = len(seeds), dit.device, dit.dtype
-    steps, shift, guidance_type, guidance_scale = resolve_defaults(req, variant)
+    sampling = resolve_defaults(req, variant)
+    steps, shift = sampling.steps, sampling.shift
     silence_latent = dit.silence_latent
     encoder_rng = torch.Generator(device=next(vae.parameters()).device).manual_seed(seeds[0])
 
@@ -72,7 +73,7 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
     src = pad_with_silence(source.latents, frames, silence_latent).expand(batch, -1, -1) if source else None
 
     timesteps = (turbo_schedule if variant.turbo else sft_schedule)(steps, shift, dtype, device)
-    guidance = None if variant.turbo else make_guidance(guidance_type, guidance_scale)
+    guidance = make_guidance(sampling)
     metas = prompts.metas_string(req.bpm, req.timesignature, prompts.normalize_keyscale(req.keyscale), duration)
     lyric = prompts.lyric_prompt(req.lyrics, req.language)
     timbre, order = timbre_inputs(req.reference_audio, batch, vae, silence_latent, seeds[0])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from ..models.vocabulary import ACCIDENTALS, MODES, NOTES
+
 ENDOFTEXT = "<|endoftext|>"
 
 INSTRUCTIONS = {
@@ -16,19 +18,7 @@ INSTRUCTIONS = {
     "cover": "Generate audio semantic tokens based on the given conditions:",
 }
 
-TRACK_NAMES = (
-    "woodwinds", "brass", "fx", "synth", "strings", "percussion",
-    "keyboard", "guitar", "bass", "drums", "backing_vocals", "vocals",
-)
-
-LANGUAGES = (
-    "ar az bg bn ca cs da de el en es fa fi fr he hi hr ht hu id is it ja ko la lt ms ne nl no "
-    "pa pl pt ro ru sa sk sr sv sw ta te th tl tr uk ur vi yue zh unknown"
-).split()
-
-TIME_SIGNATURES = (2, 3, 4, 6)
-
-_KEY_RE = re.compile(r"^([A-Ga-g])([#b♯♭]?)\s+(major|minor)$", re.IGNORECASE)
+_KEY_RE = re.compile(rf"^([{NOTES}])([{''.join(ACCIDENTALS)}]?)\s+({'|'.join(MODES)})$", re.IGNORECASE)
 
 
 def instruction_for(task: str, track_name: str | None = None, track_classes: list[str] | None = None) -> str:

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.vocabulary import AGGRESSIVE, BALANCED, CONSERVATIVE
 from .latents import HOP, SAMPLE_RATE, silence
 
 REPAINT_MODES = {
     # mode: (injection ratio, latent crossfade frames, waveform crossfade seconds), as functions
     # of the "balanced" strength σ.
-    "conservative": lambda s: (1.0, 25, 0.05),
-    "balanced": lambda s: (1.0 - s, round(25 * (1.0 - s)), 0.05 * (1.0 - s)),
-    "aggressive": lambda s: (0.0, 0, 0.0),
+    CONSERVATIVE: lambda s: (1.0, 25, 0.05),
+    BALANCED: lambda s: (1.0 - s, round(25 * (1.0 - s)), 0.05 * (1.0 - s)),
+    AGGRESSIVE: lambda s: (0.0, 0, 0.0),
 }
 
 
