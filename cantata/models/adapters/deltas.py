@@ -97,8 +97,3 @@ class Adapter:
     def to(self, device: torch.device, dtype: torch.dtype) -> "Adapter":
         return Adapter(self.name, self.kind, self.source, {p: d.to(device, dtype) for p, d in self.deltas.items()})
 
-    @property
-    def nbytes(self) -> int:
-        """Memory its tensors take (for a cache bounded by a memory budget)."""
-        return sum(t.numel() * t.element_size() for d in self.deltas.values()
-                   for t in vars(d).values() if isinstance(t, torch.Tensor))

@@ -18,7 +18,6 @@ Resolver = Callable[[DecoderTargets, str], Target | None]
 
 # Module prefix -> how the rest of the name is looked up (lora.md §2, §8).
 PEFT = {"base_model.model.": lambda t, n: t.by_official.get(n)}
-LYCORIS = {"lycoris_": lambda t, n: t.by_flat.get(n)}
 PEER = {
     "base_model.model.": lambda t, n: t.by_official.get(n),  # official PEFT keys, file alone
     "diffusion_model.decoder.": lambda t, n: t.by_official.get(n),  # ComfyUI

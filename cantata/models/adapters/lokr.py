@@ -79,8 +79,8 @@ def _factor(group: Group, tensors, full: str, where: str):
         if wa.ndim != 2 or wb.shape[0] != wa.shape[1]:
             raise shape_error(where, keys[b], wb.shape, f"[{wa.shape[-1]}, ...] to follow {keys[a]} {tuple(wa.shape)}")
         return wa @ wb.reshape(wb.shape[0], -1), wb.shape[0], keys[b]
-    present = next(iter(keys.values()))
-    raise AdapterError(f"{where}: {present}: the module has no complete lokr_{full[1:]} factor "
+    present = next((k for role, k in sorted(keys.items()) if role != "alpha"), keys.get("alpha"))
+    raise AdapterError(f"{where}: {present}: the module has no complete lokr_{full} factor "
                        f"(lokr_{full}, or lokr_{a} and lokr_{b})")
 
 
