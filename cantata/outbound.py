@@ -30,6 +30,7 @@ import httpcore
 import httpx
 
 from cantata import __version__
+from cantata.errors import CantataError
 
 USER_AGENT = f"cantata/{__version__}"
 
@@ -65,15 +66,15 @@ class OutboundPolicy:
         _allow_list(self.allowed_hosts)
 
 
-class OutboundError(Exception):
+class OutboundError(CantataError):
     """A refused or failed outbound call. `code` is what the API reports:
 
     urlNotAllowed, urlUnreachable, urlTimeout, urlTooLarge, urlHttpError (with `status_code`).
     """
 
-    def __init__(self, code: str, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
+    def __init__(self, code: str, message: str, *, parameter: str | None = None,
+                 status_code: int | None = None) -> None:
+        super().__init__(code, message, parameter=parameter)
         self.status_code = status_code
 
 

@@ -21,46 +21,32 @@ import asyncio
 import contextlib
 import logging
 from importlib import resources
-from dataclasses import dataclass
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..config import ServerConfig
+from ..errors import CATALOGUE, all_codes
 from ..jobs.engine import Engine
-from ..jobs.logfmt import kv
-from ..jobs.media import is_media_id
+from ..logfmt import kv
 from .auth import KeyRing
-from .codes import SERVER_ERROR_CODES, all_codes, server_error
 from .cost import CostModel
 from .delivery import DeliveryService
 from .dispatch import Dispatcher
 from .http import envelope, post_v1
+from .media import media
 from .metrics import CONTENT_TYPE, Metrics
-from .responses import Renderer
+from .responses import MEDIA_ROUTE, Renderer
+from .services import Services
+from .sessions import Sessions
 from .watch import TaskWatch
-from .ws import Sessions, ws_v1
+from .ws import ws_v1
 
 log = logging.getLogger("cantata.api")
 
 _SESSION_SWEEP_EVERY = 5.0
-
-
-@dataclass
-class Services:
-    """Everything a request handler needs, hung on `app.state.cantata`."""
-
-    config: ServerConfig
-    engine: Engine
-    keyring: KeyRing
-    renderer: Renderer
-    dispatcher: Dispatcher
-    metrics: Metrics
-    watch: TaskWatch
-    delivery: DeliveryService
-    sessions: Sessions
 
 
 def create_app(config: ServerConfig, engine: Engine | None = None, *, keyring: KeyRing | None = None) -> FastAPI:
@@ -103,7 +89,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None, *, keyring: K
     app.state.cantata = services
     app.add_api_route("/v1", post_v1, methods=["POST"])
     app.add_api_websocket_route("/v1", ws_v1)
-    app.add_api_route("/v1/media/{name}", media, methods=["GET", "HEAD"])
+    app.add_api_route(MEDIA_ROUTE, media, methods=["GET", "HEAD"])
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/ready", ready, methods=["GET"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
@@ -121,20 +107,6 @@ async def _sweep_sessions(sessions: Sessions) -> None:
 
 def _services(request: Request) -> Services:
     return request.app.state.cantata
-
-
-async def media(request: Request, name: str) -> Response:
-    s = _services(request)
-    media_id, dot, ext = name.partition(".")
-    record = s.engine.store.get_media(media_id) if is_media_id(media_id) else None
-    if record is None or record.ext != dot + ext:
-        return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name[:80]}.")])
-    if record.expires_at <= s.engine.clock():
-        return envelope([], [s.dispatcher.error("mediaExpired", f"{name} has expired (its ttl is over).")])
-    path = s.engine.storage.local_path(record.storage_key)
-    if path is None or not path.is_file():
-        return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name}.")])
-    return FileResponse(path, media_type=record.mime, headers={"Cache-Control": "private, max-age=3600"})
 
 
 async def health(request: Request) -> JSONResponse:
@@ -160,12 +132,11 @@ async def api_docs(request: Request) -> PlainTextResponse:
 
 async def _http_exception(request: Request, exc: HTTPException) -> JSONResponse:
     code = {404: "notFound", 405: "methodNotAllowed"}.get(exc.status_code, "invalidRequestBody")
-    message = SERVER_ERROR_CODES.get(code, (None, str(exc.detail)))[1]
     s = _services(request)
-    return envelope([], [s.dispatcher.error(code, message)], status=exc.status_code)
+    return envelope([], [s.dispatcher.error(code, CATALOGUE[code].description)], status=exc.status_code)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception(kv("request.crashed", path=request.url.path))
-    err = server_error("internalServerError", "An unexpected error occurred.", docs_base=_services(request).config.base_url)
+    err = _services(request).dispatcher.error("internalServerError", "An unexpected error occurred.")
     return envelope([], [err], status=500)

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from .. import outbound
 from ..jobs.engine import Engine
-from ..jobs.logfmt import kv
+from ..logfmt import kv
 from ..jobs.store import Delivery
 from .responses import Renderer
 from .watch import TaskWatch

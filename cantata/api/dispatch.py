@@ -1,6 +1,7 @@
 """One task object in, its reply out: the task types both transports (HTTP and WebSocket) share.
 
-`Dispatcher.handle` never raises. Every failure becomes a `RunwareError` in the reply, scoped to
+`Dispatcher.handle` never raises. Every failure becomes a `RunwareError` in the reply (a
+`CantataError` raised by any layer below is translated here, by `runware_error`), scoped to
 its task (taskType/taskUUID filled in when the client sent them), so one bad task never stops the
 others in the same array. Authentication is the transports' job (they read the key before they
 dispatch); an `authentication` task reaching here is a no-op.
@@ -19,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import outbound
-from ..jobs.engine import DuplicateTask, Engine, InputError, NotServed, QueueFull, ShuttingDown, TaskView
-from ..jobs.logfmt import kv
-from ..jobs.media import is_media_id, url_path
-from .codes import server_error
+from ..errors import CantataError
+from ..jobs.engine import DuplicateTask, Engine, NotServed, QueueFull, ShuttingDown, TaskView
+from ..jobs.media import is_media_id
+from ..logfmt import kv
 from .cost import CostModel
-from .errors import RunwareError, documentation_url
+from .errors import RunwareError, documentation_url, runware_error
 from .metrics import Metrics
-from .responses import Renderer, ack
+from .responses import Renderer, ack, url_path
 from .validation import Limits, validate_audio_inference, validate_task_uuid
 
 log = logging.getLogger("cantata.api")
@@ -76,7 +77,8 @@ class Dispatcher:
                 raise self.error("unsupportedTaskType", f"taskType {task_type!r} is not supported here.",
                                  parameter="taskType", allowed_values=",".join(f"'{t}'" for t in TASK_TYPES))
             return await handler(task, caller)
-        except RunwareError as err:
+        except CantataError as exc:
+            err = runware_error(exc, docs_base=self.base_url)
             self._scope(err, task)
             self.metrics.count_error(err.code)
             return Reply(errors=[err])
@@ -87,8 +89,8 @@ class Dispatcher:
             self.metrics.count_error(err.code)
             return Reply(errors=[err])
 
-    def error(self, code: str, message: str, **kw: Any) -> RunwareError:
-        return server_error(code, message, docs_base=self.base_url, **kw)
+    def error(self, code: str, message: str, *, parameter: str | list[str] | None = None, **kw: Any) -> RunwareError:
+        return runware_error(CantataError(code, message, parameter=parameter), docs_base=self.base_url, **kw)
 
     def _scope(self, err: RunwareError, task: Any) -> None:
         if err.documentation is None:
@@ -122,8 +124,6 @@ class Dispatcher:
             raise self.error("serviceUnavailable", "The server is shutting down; retry shortly.") from None
         except NotServed:
             raise self._not_served(validated.variant.air) from None
-        except InputError as exc:
-            raise self.error(exc.code, exc.message, parameter=exc.parameter) from None
         if stored.delivery_method == "async" or stored.webhook_url:
             return Reply(data=[ack(stored.task_uuid)])
         return Reply(follow=stored.task_uuid)
@@ -132,7 +132,7 @@ class Dispatcher:
         try:
             outbound.check_url(url, self.policy)
         except outbound.OutboundError as exc:
-            raise self.error(exc.code, f"{parameter}: {exc}", parameter=parameter) from None
+            raise outbound.OutboundError(exc.code, f"{parameter}: {exc.message}", parameter=parameter) from None
 
     def _conflict(self, task_uuid: str) -> RunwareError:
         return self.error("conflictTaskUUID", f"taskUUID {task_uuid} was already used; send a new UUID v4 for "
@@ -197,15 +197,13 @@ class Dispatcher:
     async def _upload(self, media: str, caller: Caller):
         try:
             if media[:8].lower().startswith(("http://", "https://")):
-                try:
-                    data, mime = await outbound.fetch_bytes(media, self.policy)
-                except outbound.OutboundError as exc:
-                    raise InputError(exc.code, str(exc), "media") from None
+                data, mime = await outbound.fetch_bytes(media, self.policy)
             else:
                 data, mime = self.engine.inputs.decode_inline(media, "media")
             return await asyncio.to_thread(self.engine.upload, data, mime, key_id=caller.key_id)
-        except InputError as exc:
-            raise self.error(exc.code, exc.message, parameter="media") from None
+        except CantataError as exc:  # whatever failed to fetch, decode or store, the cause is `media`
+            exc.parameter = "media"
+            raise
 
     # -- trivial ---------------------------------------------------------------------------------
 

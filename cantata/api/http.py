@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -30,9 +30,8 @@ from starlette.responses import JSONResponse
 from .dispatch import Caller, Reply
 from .errors import RunwareError
 from .responses import TASK_TYPE, settled
-
-if TYPE_CHECKING:
-    from .app import Services
+from .services import Services
+from .wire import WireJSONResponse
 
 JSON_TYPES = ("application/json", "text/json")
 
@@ -47,7 +46,7 @@ def envelope(data: list[dict[str, Any]], errors: list[RunwareError], status: int
         body["data"] = data
     if errors:
         body["errors"] = [e.to_dict() for e in errors]
-    return JSONResponse(body, status_code=status or status_for(data, errors))
+    return WireJSONResponse(body, status_code=status or status_for(data, errors))
 
 
 def status_for(data: list, errors: list[RunwareError]) -> int:

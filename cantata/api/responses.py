@@ -18,16 +18,28 @@ is still pending: with `uploadEndpoint` the file goes out before the client hear
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
+from ..errors import CantataError
 from ..jobs.engine import TaskView
-from ..jobs.media import MediaStorage, url_path
+from ..jobs.media import MediaStorage
 from ..jobs.store import CANCELLED, ERROR, SUCCESS, ResultRecord, Store
-from .codes import server_error
+from ..logfmt import kv
 from .cost import CostModel
-from .errors import RunwareError
+from .errors import RunwareError, runware_error
 
 TASK_TYPE = "audioInference"
+#: Where result files and uploads are served (`cantata.api.media`); the job layer knows media only
+#: by UUID and extension.
+MEDIA_ROUTE = "/v1/media/{name}"
+
+log = logging.getLogger("cantata.api")
+
+
+def url_path(media_id: str, ext: str) -> str:
+    """Path of a media file under MEDIA_ROUTE (`audioURL`, `mediaURL`)."""
+    return MEDIA_ROUTE.format(name=media_id + ext)
 
 
 def ack(task_uuid: str) -> dict[str, Any]:
@@ -76,16 +88,16 @@ class Renderer:
         return item
 
     def task_error(self, view: TaskView) -> RunwareError:
-        error = view.error or {"code": "inferenceError", "message": "the task failed"}
-        return server_error(error["code"], error["message"], parameter=error.get("parameter"), task_type=TASK_TYPE,
-                            task_uuid=view.uuid, docs_base=self.base_url, task_failure=True)
+        error = CantataError.from_record(view.error) if view.error else CantataError("inferenceError", "the task failed")
+        return runware_error(error, task_type=TASK_TYPE, task_uuid=view.uuid, docs_base=self.base_url,
+                             task_failure=True)
 
     def upload_error(self, view: TaskView, idx: int | None, detail: str | None) -> RunwareError:
         result = view.results[idx] if idx is not None and idx < len(view.results) else None
         what = f"result {result.audio_uuid}" if result else "the result"
-        return server_error(
+        return runware_error(CantataError(
             "uploadFailed", f"could not upload {what} to uploadEndpoint ({detail or 'no answer'}); it is still "
-            "available from this server", parameter="uploadEndpoint", task_type=TASK_TYPE, task_uuid=view.uuid,
+            "available from this server", parameter="uploadEndpoint"), task_type=TASK_TYPE, task_uuid=view.uuid,
             docs_base=self.base_url, task_failure=True)
 
     def webhook_payload(self, view: TaskView, idx: int | None) -> dict[str, Any]:

@@ -24,86 +24,21 @@ import asyncio
 import json
 import logging
 import time
-import uuid as uuidlib
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..jobs.logfmt import kv
+from ..logfmt import kv
 from .dispatch import Caller
 from .errors import RunwareError
 from .responses import settled
-
-if TYPE_CHECKING:
-    from .app import Services
+from .services import Services
+from .sessions import Session
+from .wire import dumps
 
 log = logging.getLogger("cantata.ws")
 
 POLICY_VIOLATION = 1008
-
-
-class Session:
-    def __init__(self, key_id: str) -> None:
-        self.uuid = str(uuidlib.uuid4())
-        self.key_id = key_id
-        self.connection: Connection | None = None
-        self.buffer: deque[tuple[float, str]] = deque()  # (time queued, frame) not yet delivered
-        self.follows: dict[str, asyncio.Task] = {}
-        self.detached_at: float | None = None
-
-
-class Sessions:
-    """Sessions by connectionSessionUUID, kept `window` seconds after their socket closes."""
-
-    def __init__(self, window: float) -> None:
-        self.window = window
-        self._sessions: dict[str, Session] = {}
-
-    def open(self, key_id: str, resume: Any) -> Session:
-        self.expire()
-        session = self._sessions.get(resume) if isinstance(resume, str) else None
-        if session is None or session.key_id != key_id:
-            session = Session(key_id)
-            self._sessions[session.uuid] = session
-        return session
-
-    def expire(self) -> None:
-        now = time.monotonic()
-        for session in list(self._sessions.values()):
-            while session.buffer and now - session.buffer[0][0] > self.window:
-                session.buffer.popleft()
-            if session.detached_at is not None and now - session.detached_at > self.window:
-                for task in session.follows.values():
-                    task.cancel()
-                del self._sessions[session.uuid]
-
-    async def push(self, session: Session, frame: dict[str, Any]) -> None:
-        """Send to the session's socket, or keep for a resume if it has none (or the send fails)."""
-        text = json.dumps(frame)
-        conn = session.connection
-        if conn is None or not await conn.send_text(text):
-            session.buffer.append((time.monotonic(), text))
-
-    async def attach(self, session: Session, conn: Connection) -> None:
-        session.connection = conn
-        session.detached_at = None
-        while session.buffer:
-            _, text = session.buffer[0]
-            if not await conn.send_text(text):
-                return
-            session.buffer.popleft()
-
-    def detach(self, session: Session, conn: Connection) -> None:
-        if session.connection is conn:
-            session.connection = None
-            session.detached_at = time.monotonic()
-
-    def close(self) -> None:
-        for session in self._sessions.values():
-            for task in session.follows.values():
-                task.cancel()
-        self._sessions.clear()
 
 
 class Connection:
@@ -128,7 +63,7 @@ class Connection:
         return True
 
     async def send(self, frame: dict[str, Any]) -> None:
-        await self.send_text(json.dumps(frame))
+        await self.send_text(dumps(frame))
 
     async def serve(self) -> None:
         await self.ws.accept()

@@ -17,9 +17,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ..errors import CantataError
 
-class AudioEncodeError(ValueError):
-    """The request cannot be encoded as asked (format, sample rate, channels or bitrate)."""
+
+class AudioEncodeError(CantataError, ValueError):
+    """The request cannot be encoded as asked (format, sample rate, channels or bitrate). Task
+    validation keeps such requests out, so for a client this is a failed generation."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("inferenceError", message)
 
 
 FORMATS = ("MP3", "WAV", "FLAC", "OGG")

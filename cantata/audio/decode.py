@@ -28,6 +28,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ..errors import CantataError
+
 INVALID_AUDIO_EMPTY = "invalidAudioEmpty"
 INVALID_AUDIO_FORMAT = "invalidAudioFormat"
 INVALID_AUDIO_TOO_LONG = "invalidAudioTooLong"
@@ -44,13 +46,8 @@ _INPUT_RATES = range(8000, 384001)
 _SURROUND_GAIN = 1 / math.sqrt(2)
 
 
-class AudioDecodeError(ValueError):
+class AudioDecodeError(CantataError, ValueError):
     """User audio that cannot be used; ``code`` is one of the ``INVALID_AUDIO_*`` constants."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def decode_audio(

@@ -33,8 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..errors import CantataError
+from ..logfmt import kv
 from .inputs import InputAudio, InputError, is_url
-from .logfmt import kv
 from .mapping import base_seed, batch_key
 from .media import LocalDiskStorage, MediaStorage
 from .scheduler import QueuedTask, QueueFull, Scheduler
@@ -383,7 +384,7 @@ class Engine:
             return
         task = AudioInferenceTask.from_json(record.task_json)
         now = self.clock()
-        error = {"code": code, "message": message, **({"parameter": parameter} if parameter else {})}
+        error = CantataError(code, message, parameter=parameter).record()
         deliveries = [NewDelivery("webhook", task.webhook_url, None)] if task.webhook_url else []
         if self.store.finish(uuid, status, now=now, expires_at=now + self.result_ttl, error=error,
                              deliveries=deliveries, from_statuses=from_statuses):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..audio.decode import AudioDecodeError, decode_audio
+from ..errors import CantataError
 from ..outbound import OutboundError, OutboundPolicy, check_url, fetch_bytes_sync
 from .media import MediaStorage, extension_for, is_media_id
 from .store import MediaRecord, Store
@@ -33,14 +34,11 @@ from .store import MediaRecord, Store
 INVALID_AUDIO_TOO_LARGE = "invalidAudioTooLarge"
 
 
-class InputError(Exception):
+class InputError(CantataError):
     """Unusable input audio; `code` is reported to the client, `parameter` names the field."""
 
     def __init__(self, code: str, message: str, parameter: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.parameter = parameter
+        super().__init__(code, message, parameter=parameter)
 
 
 def is_url(value: str) -> bool:

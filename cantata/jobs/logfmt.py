@@ -1,18 +1,3 @@
-"""key=value log lines, so one grep for `taskUUID=...` follows a task through every layer."""
+"""Old import path of `cantata.logfmt`; removed once no importer is left."""
 
-from __future__ import annotations
-
-import json
-
-
-def kv(event: str, **fields: object) -> str:
-    """`event=<event> k=v ...`; values with spaces, quotes or '=' are JSON-quoted, None is left out."""
-    parts = [f"event={event}"]
-    for key, value in fields.items():
-        if value is None:
-            continue
-        text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-        if not text or any(c in text for c in ' "=\n\t'):
-            text = json.dumps(text, ensure_ascii=False)
-        parts.append(f"{key}={text}")
-    return " ".join(parts)
+from ..logfmt import kv  # noqa: F401

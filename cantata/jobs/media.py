@@ -37,11 +37,6 @@ def extension_for(mime: str | None) -> str:
     return _MIME_ALIASES.get(base) or next((ext for ext, m in EXT_MIME.items() if m == base), ".bin")
 
 
-def url_path(media_id: str, ext: str) -> str:
-    """Path under which the HTTP layer serves a media file."""
-    return f"/v1/media/{media_id}{ext}"
-
-
 class MediaStorage(Protocol):
     """Bytes by storage key. `put` returns the key; the caller records it with the media row."""
 

@@ -25,9 +25,9 @@ from typing import Protocol
 import torch
 
 from ..audio import codecs
+from ..logfmt import kv
 from ..pipeline.request import GenerationCancelled, GenerationFailed, GenerationRequest, GenerationResult
 from .inputs import InputAudio, InputError
-from .logfmt import kv
 from .mapping import generation_request
 from .scheduler import QueuedTask, Scheduler
 from .task import AudioInferenceTask

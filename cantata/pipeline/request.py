@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import CantataError
+
 SAMPLE_RATE = 48_000
 
 
@@ -71,5 +73,8 @@ class GenerationCancelled(Exception):
     """Raised between steps when the caller's cancel check returns True."""
 
 
-class GenerationFailed(RuntimeError):
+class GenerationFailed(CantataError, RuntimeError):
     """The model produced unusable output (NaN, silence); never delivered as a file."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("inferenceError", message)
