@@ -38,6 +38,7 @@ from .dispatch import Dispatcher
 from .http import envelope, post_v1
 from .media import media
 from .metrics import CONTENT_TYPE, Metrics
+from .openapi import register_routes as register_openapi_routes
 from .responses import MEDIA_ROUTE, Renderer
 from .services import Services
 from .sessions import Sessions
@@ -94,6 +95,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None, *, keyring: K
     app.add_api_route("/ready", ready, methods=["GET"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
     app.add_api_route("/docs/api", api_docs, methods=["GET"])
+    register_openapi_routes(app)  # /openapi.json, /docs, /v1/models/{model}/schema.json
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)
     return app
