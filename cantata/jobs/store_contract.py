@@ -1,0 +1,194 @@
+"""The store contract: what the job layer needs from a durable store, and what each backend promises.
+
+Two backends implement it: `cantata.jobs.store.Store` (SQLite, the embedded default) and
+`cantata.jobs.pg_store.PostgresStore` (PostgreSQL, shared by many processes and machines).
+`tests/test_store_conformance.py` runs one suite unchanged against both.
+
+`JobStore` lists exactly the operations the engine, the input downloader, the response builder
+and the delivery outbox call today. Guarantees every backend gives:
+
+* Durability: a call that returned has committed; a crash after it loses nothing it wrote.
+* Guarded transitions: every status change is one conditional update, so of two racing callers
+  (two threads, two processes, two machines) exactly one wins and the loser learns it from the
+  return value instead of overwriting the winner. Terminal statuses are never left.
+* Atomic finish: results, their media rows, the deliveries they owe and the final status are
+  one transaction; a refused `finish` writes nothing.
+* Times are Unix seconds (float) supplied by the caller, so a test (or a replay) controls them.
+* Schema versions: a backend creates or migrates its schema on open and refuses, with
+  `StoreError` naming the version it found, a database written by a newer Cantata.
+* `seq` is the submission order; listings come back in it.
+
+`LeasingStore` adds what several worker processes sharing one store need (issue 7, item 3):
+a worker *claims* a batch in one transaction and holds each task under a `Lease` (worker id, a
+fencing token that no other claim ever reuses, an expiry); progress renews the lease; a sweeper
+puts tasks whose lease expired back in the queue (the attempt stays counted) or fails them with
+`taskInterrupted` past the cap; a `finish` or `requeue` carrying a lease commits only while that
+lease is still the task's current one, so a worker frozen past its lease can never overwrite the
+result of the retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .store import (CANCELLED, ERROR, QUEUED, RUNNING, SUCCESS, TERMINAL, Delivery, DuplicateTask, MediaRecord,
+                    NewDelivery, NewResult, ResultRecord, StoreError, TaskRecord)
+
+__all__ = ["JobStore", "LeasingStore", "Lease", "Claim", "SweepOutcome", "Picker", "QUEUED", "RUNNING", "SUCCESS",
+           "ERROR", "CANCELLED", "TERMINAL", "TaskRecord", "ResultRecord", "MediaRecord", "Delivery", "NewResult",
+           "NewDelivery", "StoreError", "DuplicateTask"]
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """The operations the job layer uses; see the module docstring for the guarantees."""
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+
+    def writable(self) -> bool:
+        """Readiness probe: True when a write can be committed right now (never raises)."""
+
+    # -- tasks -------------------------------------------------------------------------------------
+
+    def insert_task(self, *, uuid: str, key_id: str, model: str, task_json: str, request_json: str,
+                    inputs: dict[str, str], now: float) -> int:
+        """Insert a `queued` task with 0 attempts; returns its `seq`. Raises `DuplicateTask` if the
+        uuid exists (in any status), writing nothing."""
+
+    def get_task(self, uuid: str) -> TaskRecord | None: ...
+
+    def tasks_with_status(self, *statuses: str) -> list[TaskRecord]:
+        """The tasks in any of `statuses`, in `seq` order."""
+
+    def mark_running(self, uuid: str, now: float) -> bool:
+        """queued -> running: counts an attempt, sets `started_at`, progress 0. False (nothing
+        written) if the task is not queued; of concurrent callers exactly one gets True."""
+
+    def requeue(self, uuid: str, *, uncount_attempt: bool) -> None:
+        """running -> queued, progress 0, `started_at` cleared; `uncount_attempt` takes back the
+        attempt its start counted. No effect on a task that is not running."""
+
+    def set_progress(self, uuid: str, progress: int) -> None:
+        """Record progress (0..100) of a running task; no effect otherwise."""
+
+    def set_input(self, uuid: str, url: str, media_id: str) -> None:
+        """Merge `url -> media_id` into the task's inputs map (other entries kept); no effect on
+        an unknown task."""
+
+    def finish(self, uuid: str, status: str, *, now: float, expires_at: float,
+               error: dict[str, Any] | None = None, results: Sequence[NewResult] = (),
+               owner: str = "", deliveries: Sequence[NewDelivery] = (),
+               from_statuses: Sequence[str] = (QUEUED, RUNNING)) -> bool:
+        """One transaction: status (progress 100 on success), error, `finished_at`, `expires_at`,
+        one result row and one `result` media row (owned by `owner`) per result, one pending
+        delivery per delivery (due at `now`). False and nothing written unless the task was in
+        `from_statuses`."""
+
+    def results(self, uuid: str) -> list[ResultRecord]:
+        """The task's results by `idx`."""
+
+    # -- media ---------------------------------------------------------------------------------
+
+    def insert_media(self, record: MediaRecord) -> None: ...
+
+    def get_media(self, media_id: str) -> MediaRecord | None:
+        """Looked up case-insensitively (ids are stored lower-case)."""
+
+    def delete_media(self, media_id: str) -> None: ...
+
+    # -- outbox --------------------------------------------------------------------------------
+
+    def deliveries(self, uuid: str) -> list[Delivery]:
+        """The task's deliveries in creation order."""
+
+    def pending_deliveries(self) -> list[Delivery]:
+        """Every delivery not settled yet, in creation order."""
+
+    def delivery_attempted(self, delivery_id: int, *, now: float, error: str | None) -> None:
+        """Count one try; a non-None `error` becomes `last_error` (None keeps the previous one)."""
+
+    def delivery_settled(self, delivery_id: int, status: str, *, now: float, error: str | None = None) -> None:
+        """No more tries: status 'done' or 'failed'."""
+
+    # -- expiry --------------------------------------------------------------------------------
+
+    def expired_media(self, now: float) -> list[MediaRecord]:
+        """Media rows with `expires_at <= now` (the caller deletes the file, then the row)."""
+
+    def delete_expired_tasks(self, now: float) -> int:
+        """Delete finished tasks with `expires_at <= now` with their results and deliveries;
+        returns how many tasks. Media rows expire on their own (`expired_media`)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one running task. `token` is unique to this claim (never reused, even
+    for the same task and worker), so it fences: only the current holder's writes commit."""
+
+    uuid: str
+    worker: str
+    token: int
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task a worker claimed: its record (status running, attempt counted) and its lease."""
+
+    record: TaskRecord
+    lease: Lease
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What one sweep did. `ran` is False when another sweeper held the lock (nothing done)."""
+
+    ran: bool
+    requeued: tuple[str, ...] = ()
+    interrupted: tuple[str, ...] = ()
+
+
+#: Chooses a batch from queued candidates (oldest first) given the API key that headed the
+#: previous batch of this model (None at first): the job layer's one pure batching rule (key
+#: fairness, batch key, readiness, size). The store claims what it returns, head first.
+Picker = Callable[[list[TaskRecord], str | None], list[TaskRecord]]
+
+
+@runtime_checkable
+class LeasingStore(JobStore, Protocol):
+    """A store several worker processes can share: claims, leases, a sweeper and fencing."""
+
+    def claim_batch(self, model: str, *, worker: str, now: float, lease_seconds: float, pick: Picker,
+                    window: int = 64) -> list[Claim]:
+        """In one transaction: read up to `window` queued tasks of `model` (oldest first), let
+        `pick` choose, and mark the chosen ones running (attempt counted) under a fresh lease of
+        `worker` until `now + lease_seconds`; the head's key becomes the previous key passed to
+        the next `pick` of this model, on any worker. Rows another transaction holds are skipped,
+        never waited for, so concurrent claims never block each other and never claim a task
+        twice. [] when nothing could be claimed."""
+
+    def renew_lease(self, lease: Lease, *, now: float, lease_seconds: float,
+                    progress: int | None = None) -> Lease | None:
+        """Extend a held lease to `now + lease_seconds` (and record `progress`); None when the
+        lease is no longer the task's current one (cancelled, finished, swept, reclaimed): the
+        worker should stop working on the task."""
+
+    def finish(self, uuid: str, status: str, *, now: float, expires_at: float,
+               error: dict[str, Any] | None = None, results: Sequence[NewResult] = (),
+               owner: str = "", deliveries: Sequence[NewDelivery] = (),
+               from_statuses: Sequence[str] = (QUEUED, RUNNING), lease: Lease | None = None) -> bool:
+        """`JobStore.finish`; with `lease`, it also requires that lease to be the task's current
+        one (fencing), else False and nothing written."""
+
+    def requeue(self, uuid: str, *, uncount_attempt: bool, lease: Lease | None = None) -> None:
+        """`JobStore.requeue` (the lease is released); with `lease`, only while it is current."""
+
+    def sweep_leases(self, now: float, *, max_attempts: int, error: dict[str, Any], expires_at: float,
+                     deliveries_for: Callable[[TaskRecord], Sequence[NewDelivery]]) -> SweepOutcome:
+        """One sweeper at a time (others get `ran=False`): every running task whose lease expired
+        before `now` goes back to the queue with its attempt still counted, or, once it has had
+        `max_attempts` attempts, finishes as `error` (with `error`, `expires_at` and the
+        deliveries `deliveries_for` gives) in the same transaction."""
