@@ -77,9 +77,8 @@ def decode(model, items: list[Item], eos_id: int, pad_id: int, keep_logits_steps
     cache, step = None, 0
     inputs, positions = ids, torch.arange(width, device=device).expand(len(rows), -1)
     while not all(done):
-        out = model.model(input_ids=inputs, attention_mask=mask, position_ids=positions,
-                          past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model.model(input_ids=inputs, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        cache = out.cache
         hidden = out.last_hidden_state[:, -1]
         logits = model.lm_head(hidden).float()
         next_tokens = torch.full((len(rows),), pad_id, dtype=torch.long, device=device)
