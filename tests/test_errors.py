@@ -176,8 +176,9 @@ def _code_expressions(tree: ast.Module):
 
 def _strings(expr: ast.expr, constants: dict[str, str]):
     """The codes an expression can evaluate to: a literal or module constant, either branch of
-    `a if c else b`, and a `{...}.get(key, default)` table's values and default. A subscript or
-    another call (`FIELD[path].code`, `kv(event, ...)`) computes something else."""
+    `a if c else b`, and a `{...}.get(key, default)` table's values and default. A subscript, a
+    nested object or another call (`FIELD[path].code`, a JSON schema, `kv(event, ...)`) is
+    something else."""
     if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
         yield expr.value
     elif isinstance(expr, ast.Name) and expr.id in constants:
@@ -185,11 +186,10 @@ def _strings(expr: ast.expr, constants: dict[str, str]):
     elif isinstance(expr, ast.IfExp):
         yield from _strings(expr.body, constants)
         yield from _strings(expr.orelse, constants)
-    elif isinstance(expr, ast.Dict):
-        for value in expr.values:
-            yield from _strings(value, constants)
     elif isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr == "get":
-        yield from _strings(expr.func.value, constants)
+        table = expr.func.value
+        for value in table.values if isinstance(table, ast.Dict) else []:
+            yield from _strings(value, constants)
         for arg in expr.args[1:]:
             yield from _strings(arg, constants)
 
