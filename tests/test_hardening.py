@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from cantata.api import wire
 from cantata.api.app import create_app
 from cantata.api.headers import MAX_HEADER_BYTES
 from cantata.jobs.engine import Engine, pipeline_loader
@@ -72,6 +73,18 @@ def test_lone_surrogates_echoed_in_task_type_uuid_and_key_names_render_as_json(c
     (error,) = body["errors"]
     assert (error["code"], error["taskUUID"]) == ("unsupportedParameter", t["taskUUID"])
     assert error["parameter"].endswith("key")  # named, however the validator spells the bad code point
+
+
+def test_wire_json_writes_anything_as_strict_utf8_json():
+    nested = []
+    for _ in range(5_000):  # deeper than the encoder recurses
+        nested = [nested]
+    value = {"\ud800key": ["a\udfffb", float("nan"), float("inf"), 10**5000, {1, 2}], (1, 2): None, "deep": nested}
+    text = wire.encode(value).decode("utf-8")
+    body = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert body[f"{REPLACEMENT}key"][:3] == [f"a{REPLACEMENT}b", None, None]
+    assert isinstance(body[f"{REPLACEMENT}key"][3], str) and body["(1, 2)"] is None
+    assert wire.dumps({"taskType": "ping", "pong": True}) == '{"taskType":"ping","pong":true}'  # the plain path
 
 
 def test_tasks_accepted_before_a_surrogate_task_are_reported_not_a_500(client):
