@@ -101,4 +101,4 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     try:
         yield postgres_server.url(name)
     finally:
-        postgres_server.admin(f"DROP DATABASE {name} WITH (FORCE)")
+        postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -490,6 +490,14 @@ def test_a_shutdown_gives_its_own_claim_back_uncounted(leasing):
                                 deliveries_for=lambda r: ()).requeued == ()  # no lease left to lapse
 
 
+def test_postgres_store_is_not_writable_once_its_database_is_gone(postgres_server, postgres_url):
+    store = _postgres_store_class()(postgres_url)
+    assert store.writable()
+    postgres_server.admin(f"DROP DATABASE {postgres_url.rsplit('/', 1)[1]} WITH (FORCE)")
+    assert not store.writable()  # the readiness probe answers (false) instead of raising
+    store.close()
+
+
 def test_postgres_migrates_an_older_schema_in_place(postgres_url):
     import psycopg
 

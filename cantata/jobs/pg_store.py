@@ -48,6 +48,8 @@ MIGRATION_LOCK = 0x43414E5441544101
 SWEEPER_LOCK = 0x43414E5441544102
 #: Rounds of `claim_batch` when every task the picker chose was taken by another claimer.
 _CLAIM_ROUNDS = 4
+#: How long the readiness probe waits for a connection: a probe must answer, not hang.
+_PROBE_TIMEOUT = 5.0
 
 MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: the SQLite store's tables (see cantata/jobs/store.py for each column's meaning).
@@ -135,8 +137,11 @@ class PostgresStore:
 
     def __init__(self, conninfo: str, *, pool_size: int = 8, connect_timeout: float = 30.0) -> None:
         self.where = _describe(conninfo)
+        # `check`: a connection the server dropped (restart, failover) is replaced before use
+        # instead of failing the caller's transaction.
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, timeout=connect_timeout,
-                                    kwargs={"row_factory": dict_row}, open=False, name="cantata-store")
+                                    kwargs={"row_factory": dict_row}, check=ConnectionPool.check_connection,
+                                    open=False, name="cantata-store")
         try:
             self._pool.open(wait=True, timeout=connect_timeout)
             self._migrate()
@@ -150,9 +155,9 @@ class PostgresStore:
     # -- connections, transactions, schema -------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection]:
+    def _tx(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
         """One transaction on a pooled connection: committed on return, rolled back on error."""
-        with self._pool.connection() as conn, conn.transaction():
+        with self._pool.connection(timeout=timeout) as conn, conn.transaction():
             yield conn
 
     def close(self) -> None:
@@ -176,7 +181,7 @@ class PostgresStore:
 
     def writable(self) -> bool:
         try:
-            with self._tx() as conn:
+            with self._tx(timeout=_PROBE_TIMEOUT) as conn:
                 conn.execute("UPDATE meta SET value=value WHERE key='schema_version'")
             return True
         except (psycopg.Error, PoolTimeout):
