@@ -9,7 +9,8 @@ address (DNS rebinding) or a redirect to one is refused like a literal internal 
 SNI, certificate host name checks and the Host header still use the URL's host name, because
 httpcore hands that name to `start_tls` and the request, not the address we connected to.
 
-`check_url` is the cheap syntactic part of the same rule, for request validation.
+`check_url` is the cheap syntactic part of the same rule; `check_destination` adds a bounded DNS
+lookup, so a task is refused at submission when its URLs resolve to refused addresses.
 Every call also has a connect timeout, a total deadline and (for downloads) a size cap.
 """
 
@@ -37,10 +38,12 @@ USER_AGENT = f"cantata/{__version__}"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Instance metadata services (AWS/GCP/Azure/OpenStack, AWS IPv6, Alibaba): credentials live there,
-#: so `allow_private` does not open them; only an explicit `allowed_hosts` entry does.
+#: Instance metadata and container credential services (AWS/GCP/Azure/OpenStack, AWS IPv6, Alibaba;
+#: the ECS task credentials endpoint and the EKS Pod Identity agent over IPv4 and IPv6): credentials
+#: live there, so `allow_private` does not open them; only an explicit `allowed_hosts` entry does.
 METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200",
+                                      "169.254.170.2", "169.254.170.23", "fd00:ec2::23")
 )
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -184,6 +187,24 @@ def check_url(url: str, policy: OutboundPolicy) -> None:
         return
     if reason := _refusal(literal, policy):
         raise OutboundError("urlNotAllowed", f"refusing to connect to {literal} ({reason}) for {url}")
+
+
+async def check_destination(url: str, policy: OutboundPolicy) -> None:
+    """`check_url`, plus the address rule applied now to what the host name resolves to, so a URL
+    that could only ever be refused at delivery (`localhost`, loopback spelled `127.1` or
+    `2130706433`) is refused when the task is submitted. The lookup runs in a thread, bounded by
+    the connect timeout; a name that does not resolve yet passes (delivery resolves it again and
+    the connect-time check still has the last word)."""
+    check_url(url, policy)
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with anyio.fail_after(policy.connect_timeout):
+            await anyio.to_thread.run_sync(_checked_addresses, parsed.host, port, policy, abandon_on_cancel=True)
+    except _Refused as exc:
+        raise OutboundError("urlNotAllowed", f"{exc} for {url}") from None
+    except (TimeoutError, httpcore.ConnectError):
+        return
 
 
 # --- httpx wiring -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .auth import KeyRing
 from .cost import CostModel
 from .delivery import DeliveryService
 from .dispatch import Dispatcher
+from .headers import HeaderSizeLimit
 from .http import envelope, post_v1
 from .media import media
 from .metrics import CONTENT_TYPE, Metrics
@@ -98,6 +99,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None, *, keyring: K
     register_openapi_routes(app)  # /openapi.json, /docs, /v1/models/{model}/schema.json
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(HeaderSizeLimit)
     return app
 
 

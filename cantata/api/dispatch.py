@@ -107,7 +107,7 @@ class Dispatcher:
         validated = validate_audio_inference(task, docs_base=self.base_url, limits=self.limits)
         for parameter, url in (("webhookURL", validated.webhook_url), ("uploadEndpoint", validated.upload_endpoint)):
             if url is not None:
-                self._check_url(url, parameter)
+                await self._check_url(url, parameter)
         if validated.variant.name not in self.engine.models:
             raise self._not_served(validated.variant.air)
         if caller.dry_run:
@@ -128,9 +128,11 @@ class Dispatcher:
             return Reply(data=[ack(stored.task_uuid)])
         return Reply(follow=stored.task_uuid)
 
-    def _check_url(self, url: str, parameter: str) -> None:
+    async def _check_url(self, url: str, parameter: str) -> None:
+        """Refuse at submission a URL the outbound policy would refuse at delivery, its resolved
+        host name included (`localhost`, `127.1`): the client hears it now, and nothing is queued."""
         try:
-            outbound.check_url(url, self.policy)
+            await outbound.check_destination(url, self.policy)
         except outbound.OutboundError as exc:
             raise outbound.OutboundError(exc.code, f"{parameter}: {exc.message}", parameter=parameter) from None
 

@@ -133,7 +133,7 @@ async def _wait_for_sync(s: Services, replies: list[Reply], caller: Caller) -> N
     for reply in follows:
         view = s.engine.view(reply.follow, caller.key_id)
         if view is not None and settled(view):
-            reply.data, reply.errors = await asyncio.to_thread(s.renderer.items, view)
+            reply.data, reply.errors = await asyncio.to_thread(s.renderer.items_or_failure, view)
         else:
             reply.errors = [s.dispatcher.error(
                 "syncWaitTimeout", f"The task did not finish within the {timeout:g} s sync wait; it keeps running. "

@@ -69,6 +69,19 @@ class Renderer:
                   if d.kind == "upload" and d.status == "failed"]
         return data, errors
 
+    def items_or_failure(self, view: TaskView) -> tuple[list[dict[str, Any]], list[RunwareError]]:
+        """`items`, or, if rendering them fails (a bug, a result file gone missing), an error for
+        this task alone. Used where the task was already accepted: that reply must report it, never
+        turn into a 5xx that a client retries into `conflictTaskUUID`."""
+        try:
+            return self.items(view)
+        except Exception:
+            log.exception(kv("render.failed", taskUUID=view.uuid))
+            return [], [runware_error(CantataError(
+                "internalServerError", "The task was accepted but its results could not be rendered; poll "
+                "getResponse with this taskUUID."), task_type=TASK_TYPE, task_uuid=view.uuid,
+                docs_base=self.base_url, http_status=200)]
+
     def result_item(self, view: TaskView, result: ResultRecord) -> dict[str, Any]:
         task = view.task
         item: dict[str, Any] = {**ack(view.uuid), "status": "success", "audioUUID": result.audio_uuid}

@@ -12,7 +12,8 @@
   wait in the session's buffer for `ws_resume_window` seconds; authenticating again with the same
   `connectionSessionUUID` (and key) replays them.
 * `ping` -> `{"data":[{"taskType":"ping","pong":true}]}`; a socket with no traffic either way
-  for `ws_idle_timeout` seconds is closed.
+  for `ws_idle_timeout` seconds is closed, unless a sync task of its session is still running
+  (the client is waiting for that result, which restarts the clock when it is sent).
 
 Frames of one task are processed in the order they arrive; a slow task (a mediaStorage URL
 upload) delays the connection's later frames, not other connections.
@@ -69,10 +70,13 @@ class Connection:
         await self.ws.accept()
         try:
             while not self.closed:
-                idle_left = self.s.config.ws_idle_timeout - (time.monotonic() - self.last_activity)
+                idle_timeout = self.s.config.ws_idle_timeout
+                idle_left = idle_timeout - (time.monotonic() - self.last_activity)
                 if idle_left <= 0:
-                    await self._close(1000, "no traffic for too long")
-                    return
+                    if not self._awaiting_results():
+                        await self._close(1000, "no traffic for too long")
+                        return
+                    idle_left = idle_timeout  # look again later: its result frames restart the clock
                 try:
                     message = await asyncio.wait_for(self.ws.receive(), idle_left)
                 except TimeoutError:
@@ -90,6 +94,11 @@ class Connection:
             self.closed = True
             if self.session is not None:
                 self.s.sessions.detach(self.session, self)
+
+    def _awaiting_results(self) -> bool:
+        """Whether a sync task of this socket's session is still running: a client silently waiting
+        for its result is not idle."""
+        return self.session is not None and self.session.connection is self and bool(self.session.follows)
 
     async def _close(self, code: int, reason: str) -> None:
         self.closed = True
@@ -120,6 +129,9 @@ class Connection:
                 await self._refuse(fail("missingApiKey", "Authenticate first: send [{\"taskType\": "
                                         "\"authentication\", \"apiKey\": \"<key>\"}].", parameter="apiKey",
                                         task_type="authentication"))
+            elif self.session is not None and not self.s.keyring.knows(self.session.key_id):
+                await self._refuse(fail("invalidApiKey", "The API key this socket authenticated with was removed.",
+                                        parameter="apiKey", task_type="authentication"))
             else:
                 if self.session is None:
                     await self._open_session(self.s.keyring.identify(None), None, None)
@@ -182,7 +194,7 @@ class Connection:
         view = s.engine.view(task_uuid, session.key_id)
         if view is None:
             return
-        data, errors = await asyncio.to_thread(s.renderer.items, view)
+        data, errors = await asyncio.to_thread(s.renderer.items_or_failure, view)
         if data:
             await s.sessions.push(session, {"data": data})
         if errors:
