@@ -28,7 +28,7 @@ from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
 from cantata.models.device import resolve_device, resolve_dtype
 from cantata.models.tiny import dit_config, qwen_tokenizer_dir, random_dit, text_encoder_config, vae_config
-from cantata.models.variants import get_variant
+from cantata.models.variants import get_variant, sampling_params
 from cantata.pipeline import CantataPipeline, GenerationRequest
 from cantata.pipeline.decode import decode_latents
 from cantata.pipeline.latents import seeded_noise
@@ -112,10 +112,11 @@ def main() -> None:
     lo, hi = (float(x) for x in args.cfg_interval.split(":"))
     variant = get_variant(args.variant)
     ours = build(variant.name, args.size, device, dtype)
-    scale = 1.0 if variant.turbo else args.guidance_scale
+    sampling = sampling_params(variant, steps=args.steps, guidance_scale=args.guidance_scale)
+    scale = sampling.guidance_scale if sampling.guided else 1.0  # diffusers' spelling of "no guidance"
     reqs = [GenerationRequest(caption=CAPTION if i == 0 else f"{CAPTION}, take {i + 1} with strings",
                               lyrics=LYRICS, duration=round(args.duration * 1.1**i, 1), seeds=[42 + i],
-                              steps=args.steps or variant.steps, guidance_scale=scale, cfg_interval=(lo, hi))
+                              steps=sampling.steps, guidance_scale=scale, cfg_interval=(lo, hi))
             for i in range(args.requests)]
     req = reqs[0]
     theirs = AceStepPipeline(

@@ -28,7 +28,8 @@ from .cost import CostModel
 from .errors import RunwareError, documentation_url, runware_error
 from .metrics import Metrics
 from .responses import Renderer, ack, url_path
-from .validation import Limits, validate_audio_inference, validate_task_uuid
+from ..limits import Limits
+from .validation import validate_audio_inference, validate_task_uuid
 
 log = logging.getLogger("cantata.api")
 

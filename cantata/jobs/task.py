@@ -8,7 +8,7 @@ pipeline request. Plain values only: no HTTP, no tensors.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..models.variants import Variant, get_variant
 
@@ -33,7 +33,7 @@ class Settings:
     key_scale: str | None = None  # canonical "<Note><acc> <mode>"; None: the model decides
     time_signature: int | None = None  # None: the model decides
     vocal_language: str = "en"
-    guidance_type: str = "apg"  # the variant's own ("none" on turbo) unless given
+    guidance_type: str = field(kw_only=True)  # filled by the validator from `sampling_params` ("none" on turbo)
     cfg_interval_start: float = 0.0
     cfg_interval_end: float = 1.0
     cover_conditioning_scale: float = 1.0
