@@ -287,6 +287,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from .api.app import create_app
+    from .api.headers import UVICORN_OPTIONS
     from .logfmt import kv
 
     config = _server_config(
@@ -304,7 +305,7 @@ def cmd_serve(args) -> int:
         logging.getLogger("cantata").warning(kv("auth.disabled", note="--no-auth: every request is accepted "
                                                 "without a key; do not expose this server"))
     app = create_app(config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, **UVICORN_OPTIONS,
                 ws_max_size=config.max_request_bytes, timeout_graceful_shutdown=config.shutdown_grace + 5)
     return 0
 

@@ -227,12 +227,13 @@ def uvicorn_server(cfg: ServerConfig, *, keyring=None):
     import uvicorn
 
     from cantata.api.app import create_app
+    from cantata.api.headers import UVICORN_OPTIONS
 
     port = free_port()
     cfg = cfg.replace(port=port)
     app = create_app(cfg, keyring=keyring)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", ws_max_size=cfg.max_request_bytes))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           ws_max_size=cfg.max_request_bytes, **UVICORN_OPTIONS))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -1,10 +1,11 @@
 """A limit on request header size that answers like the rest of the API.
 
-uvicorn's HTTP parser (h11) refuses a request whose request line and headers exceed 16 KiB
-(`h11.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE`) with a bare `400 Invalid HTTP request received.` in
-plain text, which Runware clients cannot parse. This middleware sits in front of every route and
-refuses at `MAX_HEADER_BYTES`, half of that, with a Runware error body
-(431 `requestHeadersTooLarge`), so below h11's own limit every oversized request gets our answer.
+uvicorn's HTTP parser (h11) refuses a request whose request line and headers exceed its buffer
+(16 KiB by default) with a bare `400 Invalid HTTP request received.` in plain text, which Runware
+clients cannot parse. This middleware sits in front of every route and refuses at
+`MAX_HEADER_BYTES` with a Runware error body (431 `requestHeadersTooLarge`); the server runs h11
+with a buffer of `H11_HEADER_BUFFER` (`UVICORN_OPTIONS`), so every oversized request below that
+gets our answer, and only a client sending over 64 KiB of headers meets h11's own reply.
 A WebSocket handshake over the limit gets the same reply as an HTTP denial response when the
 server supports one, else it is closed before it is accepted.
 """
@@ -18,6 +19,10 @@ from .http import envelope
 
 #: Request target plus header names and values, counted as sent (": " and CRLF included).
 MAX_HEADER_BYTES = 8 * 1024
+#: What h11 may buffer before it refuses on its own; far above `MAX_HEADER_BYTES`.
+H11_HEADER_BUFFER = 64 * 1024
+#: uvicorn settings every server of ours runs with (`cantata serve`, the tests' real servers).
+UVICORN_OPTIONS = {"http": "h11", "h11_max_incomplete_event_size": H11_HEADER_BUFFER}
 _POLICY_VIOLATION = 1008
 
 
