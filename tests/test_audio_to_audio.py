@@ -140,7 +140,7 @@ def test_a_loud_repaint_window_does_not_rescale_the_kept_source(xl, monkeypatch)
     import cantata.pipeline.pipeline as pipeline_mod
 
     decode = pipeline_mod.decode_latents
-    monkeypatch.setattr(pipeline_mod, "decode_latents", lambda vae, lat: 3.0 * decode(vae, lat))
+    monkeypatch.setattr(pipeline_mod, "decode_latents", lambda vae, lat, **kw: 3.0 * decode(vae, lat, **kw))
     audio = tone(3.0)
     out = xl.generate(req(task="repaint", source=SourceAudio(waveform=audio), repaint_start=1.0, repaint_end=2.0,
                           repaint_mode="conservative")).audio[0]

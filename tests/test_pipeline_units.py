@@ -221,10 +221,10 @@ def test_random_seeds_are_reported(pipe):
 
 
 def test_nan_and_silent_audio_are_errors(pipe, monkeypatch):
-    monkeypatch.setattr("cantata.pipeline.pipeline.decode_latents", lambda vae, lat: torch.full((1, 2, 288000), float("nan")))
+    monkeypatch.setattr("cantata.pipeline.pipeline.decode_latents", lambda vae, lat, **_: torch.full((1, 2, 288000), float("nan")))
     with pytest.raises(GenerationFailed, match="NaN"):
         pipe.generate(_req(steps=1))
-    monkeypatch.setattr("cantata.pipeline.pipeline.decode_latents", lambda vae, lat: torch.zeros(1, 2, 288000))
+    monkeypatch.setattr("cantata.pipeline.pipeline.decode_latents", lambda vae, lat, **_: torch.zeros(1, 2, 288000))
     with pytest.raises(GenerationFailed, match="silent"):
         pipe.generate(_req(steps=1))
 

@@ -8,9 +8,11 @@ cancelling are the engine's business.
 
 Batches: the scheduler groups tasks by the job layer's compatibility key; the pipeline's own
 `batch_key` has the last word, so a batch is split into groups the pipeline accepts, and each
-group is one `generate_batch` call. A group that runs out of GPU memory is retried one task at a
-time before anything fails. GPU time is measured per call (after a CUDA sync) and shared between
-its tasks in proportion to the results they asked for.
+group is one `generate_batch` call. A group of several tasks that fails for any reason but
+cancellation (out of GPU memory together, or one task's input the model cannot take) runs again
+one task at a time: every item of a batch equals its solo run, so the batch-mates get exactly
+their results and only a task that fails alone reports the error. GPU time is measured per call
+(after a CUDA sync) and shared between its tasks in proportion to the results they asked for.
 """
 
 from __future__ import annotations
@@ -153,11 +155,14 @@ class ModelWorker(threading.Thread):
                 groups.setdefault(key, []).append(item)
         return [*groups.values(), *alone]
 
-    def _generate(self, group: list[tuple[Job, GenerationRequest]]) -> None:
+    def _generate(self, group: list[tuple[Job, GenerationRequest]], progress_floor: float = 0.0) -> None:
+        """Run one group and report each task; a failed group of several runs again one task at a
+        time, so only a task that fails alone gets the error (see the module docstring)."""
         uuids = [job.uuid for job, _ in group]
+        progress = _Progress(self.sink, uuids, progress_floor)
         started = time.perf_counter()
         try:
-            results = self._run_pipeline([request for _, request in group], uuids)
+            results = self._run_pipeline([request for _, request in group], uuids, progress)
         except GenerationCancelled:
             if self._abort.is_set():
                 self.sink.interrupted(uuids)
@@ -165,26 +170,15 @@ class ModelWorker(threading.Thread):
                 for uuid in uuids:
                     self.sink.cancelled(uuid)
             return
-        except torch.OutOfMemoryError:
-            if len(group) > 1:  # the batch was too big together: each task may still fit alone
-                log.warning(kv("batch.out_of_memory", model=self.model, tasks=",".join(uuids), action="split"))
-                _free_gpu_memory()
-                for item in group:
-                    self._generate([item])
-                return
+        except Exception as exc:  # any failure ends tasks, never the worker
             _free_gpu_memory()
-            for uuid in uuids:
-                self.sink.fail(uuid, INFERENCE_ERROR, "out of GPU memory for this task: ask for fewer results or a "
-                               "shorter duration")
-            return
-        except GenerationFailed as exc:
-            for uuid in uuids:
-                self.sink.fail(uuid, INFERENCE_ERROR, f"generation failed: {exc}")
-            return
-        except Exception as exc:  # any other failure ends these tasks, never the worker
-            log.exception(kv("batch.crashed", model=self.model, tasks=",".join(uuids)))
-            for uuid in uuids:
-                self.sink.fail(uuid, INFERENCE_ERROR, f"internal error while generating: {type(exc).__name__}: {exc}")
+            if len(group) > 1:
+                log.warning(kv("batch.failed", model=self.model, tasks=",".join(uuids),
+                               error=f"{type(exc).__name__}: {exc}", action="retry_each_alone"))
+                for item in group:
+                    self._generate([item], progress.reached)
+                return
+            self.sink.fail(uuids[0], INFERENCE_ERROR, self._failure_message(uuids[0], exc))
             return
         gpu_seconds = time.perf_counter() - started
         total_items = sum(len(r.seeds) for r in results) or 1
@@ -201,15 +195,39 @@ class ModelWorker(threading.Thread):
             share = gpu_seconds * len(result.seeds) / total_items
             self.sink.complete(job, result.seeds, encoded, share)
 
-    def _run_pipeline(self, requests: list[GenerationRequest], uuids: list[str]) -> list[GenerationResult]:
+    def _failure_message(self, uuid: str, exc: Exception) -> str:
+        """What a task that failed alone is told."""
+        if isinstance(exc, torch.OutOfMemoryError):
+            return "out of GPU memory for this task: ask for fewer results or a shorter duration"
+        if isinstance(exc, GenerationFailed):
+            return f"generation failed: {exc}"
+        log.exception(kv("task.crashed", model=self.model, taskUUID=uuid))
+        return f"internal error while generating: {type(exc).__name__}: {exc}"
+
+    def _run_pipeline(self, requests: list[GenerationRequest], uuids: list[str],
+                      progress: _Progress) -> list[GenerationResult]:
         def cancelled() -> bool:
             return self._abort.is_set() or all(self.sink.is_cancelled(u) for u in uuids)
 
-        def on_step(done: int, total: int) -> None:
-            self.sink.report_progress(uuids, done, total)
-
-        results = self.pipeline.generate_batch(requests, on_step=on_step, cancelled=cancelled)
+        results = self.pipeline.generate_batch(requests, on_step=progress, cancelled=cancelled)
         device = getattr(self.pipeline, "device", None)
         if isinstance(device, torch.device) and device.type == "cuda":
             torch.cuda.synchronize(device)  # count the GPU work, not just its launch
         return results
+
+
+class _Progress:
+    """A group's step callback. A task run again after its batch failed starts its steps over;
+    its progress holds at what the failed attempt showed until the new run passes it, so a
+    client never sees it go backwards."""
+
+    def __init__(self, sink: JobSink, uuids: list[str], floor: float) -> None:
+        self.sink = sink
+        self.uuids = uuids
+        self.reached = floor
+
+    def __call__(self, done: int, total: int) -> None:
+        fraction = done / max(total, 1)
+        if fraction > self.reached:
+            self.reached = fraction
+            self.sink.report_progress(self.uuids, done, total)

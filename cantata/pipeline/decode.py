@@ -10,11 +10,12 @@ decode less overlap twice, and an out-of-memory error halves the window and trie
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..models.vae import hop_length
+from .cancel import CancelCheck
+from .crossfade import crossfade, window_weights
+from .tiling import overlap_tiles
 
 NORMALIZE_DBFS = -1.0
 OVERLAP = 64
@@ -38,32 +39,18 @@ def auto_chunk_frames(vae, frames: int) -> int:
     return max(MIN_CHUNK, min(frames, int(free * MEMORY_SHARE / per_frame)))
 
 
-def _decode(vae, z: torch.Tensor) -> torch.Tensor:
-    return vae.decode(z).sample
-
-
 @torch.no_grad()
-def tiled_decode(vae, latents: torch.Tensor, chunk: int, overlap: int = OVERLAP) -> torch.Tensor:
-    """`[1, 64, T]` -> `[1, 2, T·hop]`, decoding windows of `chunk` frames."""
-    frames = latents.shape[-1]
+def tiled_decode(vae, latents: torch.Tensor, chunk: int, overlap: int = OVERLAP,
+                 cancelled: CancelCheck | None = None) -> torch.Tensor:
+    """`[1, 64, T]` -> `[1, 2, T·hop]`, decoding windows of `chunk` frames (the cancel check runs
+    before each window)."""
     while chunk - 2 * overlap <= 0 and overlap > MIN_OVERLAP:
         overlap //= 2
-    if frames <= chunk:
-        return _decode(vae, latents)
-    stride = chunk - 2 * overlap
-    pieces, hop = [], None
-    for i in range(math.ceil(frames / stride)):
-        core_lo, core_hi = i * stride, min((i + 1) * stride, frames)
-        win_lo, win_hi = max(0, core_lo - overlap), min(frames, core_hi + overlap)
-        audio = _decode(vae, latents[:, :, win_lo:win_hi])
-        hop = hop or audio.shape[-1] / (win_hi - win_lo)
-        cut_lo = int(round((core_lo - win_lo) * hop))
-        cut_hi = int(round((win_hi - core_hi) * hop))
-        pieces.append(audio[:, :, cut_lo: audio.shape[-1] - cut_hi if cut_hi else None])
-    return torch.cat(pieces, dim=-1)
+    return overlap_tiles(lambda z: vae.decode(z).sample, latents, chunk, overlap, cancelled, "VAE decode window")
 
 
-def decode_latents(vae, latents: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+def decode_latents(vae, latents: torch.Tensor, chunk: int | None = None,
+                   cancelled: CancelCheck | None = None) -> torch.Tensor:
     """`[B, T, 64]` (any dtype/device) -> `[B, 2, samples]` float32 on CPU, items one at a time."""
     vae_param = next(vae.parameters())
     out = []
@@ -72,7 +59,7 @@ def decode_latents(vae, latents: torch.Tensor, chunk: int | None = None) -> torc
         window = chunk or auto_chunk_frames(vae, z.shape[-1])
         while True:
             try:
-                out.append(tiled_decode(vae, z, window).float().cpu())
+                out.append(tiled_decode(vae, z, window, cancelled=cancelled).float().cpu())
                 break
             except torch.cuda.OutOfMemoryError:
                 if window <= MIN_CHUNK:
@@ -105,15 +92,7 @@ def splice_source(audio: torch.Tensor, splice) -> torch.Tensor:
     n = min(audio.shape[-1], splice.source.shape[-1])
     start, end = max(0, min(splice.start, n)), max(0, min(splice.end, n))
     end = max(start, end)
-    mask = torch.zeros(n)
-    mask[start:end] = 1.0
-    cf = splice.crossfade
-    if cf > 0:
-        lo, hi = max(start - cf, 0), min(end + cf, n)
-        if start > lo:
-            mask[lo:start] = torch.linspace(0.0, 1.0, start - lo + 2)[1:-1]
-        if hi > end:
-            mask[end:hi] = torch.linspace(1.0, 0.0, hi - end + 2)[1:-1]
+    weights = window_weights(n, start, end, splice.crossfade)
     out = audio.clone()
-    out[..., :n] = mask * audio[..., :n] + (1.0 - mask) * splice.source[:, :n].to(audio.dtype)
+    out[..., :n] = crossfade(audio[..., :n], splice.source[:, :n].to(audio.dtype), weights)
     return out

@@ -12,7 +12,9 @@ import random
 
 import torch
 
+from .cancel import CancelCheck
 from .request import SAMPLE_RATE
+from .tiling import overlap_tiles
 
 OVERLAP_SAMPLES = 2 * SAMPLE_RATE
 REFERENCE_SECONDS = 30
@@ -30,34 +32,22 @@ def auto_chunk_samples(device: torch.device) -> int:
 
 @torch.no_grad()
 def vae_encode(vae, audio: torch.Tensor, generator: torch.Generator, chunk: int | None = None,
-               overlap: int = OVERLAP_SAMPLES) -> torch.Tensor:
+               overlap: int = OVERLAP_SAMPLES, cancelled: CancelCheck | None = None) -> torch.Tensor:
     """`[2, samples]` float in [-1, 1] at 48 kHz -> `[1, frames, 64]` latents (model dtype).
 
     Overlap-discard tiling as the official encoder: windows of `chunk` samples with `overlap`
-    (2 s) of context on each side, the context latents thrown away.
+    (2 s) of context on each side, the context latents thrown away; the cancel check runs before
+    each window.
     """
     param = next(vae.parameters())
     chunk = chunk or auto_chunk_samples(param.device)
-    audio = audio.clamp(-1, 1).unsqueeze(0)
-    samples = audio.shape[-1]
 
     def encode(piece: torch.Tensor) -> torch.Tensor:
         dist = vae.encode(piece.to(device=param.device, dtype=param.dtype)).latent_dist
         return dist.sample(generator=generator)
 
-    if samples <= chunk:
-        return encode(audio).transpose(1, 2)
-    stride = chunk - 2 * overlap
-    pieces, hop = [], None
-    for i in range(math.ceil(samples / stride)):
-        core_lo, core_hi = i * stride, min((i + 1) * stride, samples)
-        win_lo, win_hi = max(0, core_lo - overlap), min(samples, core_hi + overlap)
-        lat = encode(audio[:, :, win_lo:win_hi])
-        hop = hop or (win_hi - win_lo) / lat.shape[-1]
-        cut_lo = int(round((core_lo - win_lo) / hop))
-        cut_hi = int(round((win_hi - core_hi) / hop))
-        pieces.append(lat[:, :, cut_lo: lat.shape[-1] - cut_hi if cut_hi else None])
-    return torch.cat(pieces, dim=-1).transpose(1, 2)
+    audio = audio.clamp(-1, 1).unsqueeze(0)
+    return overlap_tiles(encode, audio, chunk, overlap, cancelled, "VAE encode window").transpose(1, 2)
 
 
 def reference_clip(audio: torch.Tensor, rng: random.Random) -> torch.Tensor | None:

@@ -19,7 +19,8 @@ from .decode import decode_latents, finish_audio, splice_source
 from .latents import seeded_noise
 from .planning import Prepared, prepare, resolve_defaults
 from .request import SAMPLE_RATE, GenerationFailed, GenerationRequest, GenerationResult
-from .sampler import CancelCheck, Phase, SamplerPlan, StepCallback, sample
+from .cancel import CancelCheck
+from .sampler import Phase, SamplerPlan, StepCallback, sample
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,13 @@ class CantataPipeline:
                        cancelled: CancelCheck | None = None) -> list[GenerationResult]:
         """Several requests in one DiT batch (equal `batch_key`s), or one request of any kind.
 
-        Progress and cancellation apply to the whole batch.
+        Progress and cancellation apply to the whole batch; `cancelled` is polled between sampler
+        steps and before every VAE window, encode and decode alike.
         """
         keys = [self.batch_key(r) for r in requests]
         if len(requests) > 1 and (None in keys or len(set(keys)) > 1):
             raise ValueError("these requests cannot share a batch (different batch_key)")
-        preps = [self.prepare(r) for r in requests]
+        preps = [self.prepare(r, cancelled) for r in requests]
         plan, noise = self.plan_batch(preps)
         x = noise if preps[0].start is None else preps[0].start(noise)
         latents = sample(self.dit.transformer, x, noise, plan, on_step=on_step, cancelled=cancelled)
@@ -94,7 +96,8 @@ class CantataPipeline:
             row += n
             # Anti-clip the decoded audio before the splice (as officially), so the source put
             # back outside the window stays exactly the source; then normalize unless spliced.
-            audio = finish_audio(decode_latents(self.vae, mine)[:, :, :prep.samples], normalize_dbfs=None)
+            audio = finish_audio(decode_latents(self.vae, mine, cancelled=cancelled)[:, :, :prep.samples],
+                                 normalize_dbfs=None)
             audio = splice_source(audio, prep.splice) if prep.splice is not None else finish_audio(audio)
             self._check(audio)
             results.append(GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=mine.cpu()))
@@ -124,9 +127,9 @@ class CantataPipeline:
                            frames=torch.tensor([p.frames for p in preps for _ in p.seeds], device=self.device))
         return plan, torch.cat([_pad_rows(n, frames) for n in noises])
 
-    def prepare(self, request: GenerationRequest) -> Prepared:
+    def prepare(self, request: GenerationRequest, cancelled: CancelCheck | None = None) -> Prepared:
         """Resolve a request into the sampler plan (public for tests and benchmarks)."""
-        return prepare(request, self.variant, self.dit, self.conditioner, self.vae)
+        return prepare(request, self.variant, self.dit, self.conditioner, self.vae, cancelled)
 
     @staticmethod
     def _check(audio: torch.Tensor) -> None:

@@ -13,6 +13,7 @@ from .conditioning import Conditioner
 from .guidance import make_guidance
 from .latents import HOP, MIN_FRAMES, SAMPLE_RATE, duration_frames, duration_samples, pad_with_silence, random_seed
 from .request import GenerationRequest
+from .cancel import CancelCheck
 from .sampler import Phase, Repaint, SamplerPlan
 from .schedule import sft_schedule, turbo_schedule
 from .sources import Source, load_source, timbre_inputs
@@ -48,7 +49,8 @@ def resolve_defaults(req: GenerationRequest, v: Variant) -> SamplingParams:
                            guidance_scale=req.guidance_scale)
 
 
-def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditioner, vae) -> Prepared:
+def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditioner, vae,
+            cancelled: CancelCheck | None = None) -> Prepared:
     if req.task not in variant.tasks:
         raise ValueError(f"{variant.name} does not support task {req.task!r} (supports {', '.join(variant.tasks)})")
     seeds = list(req.seeds) if req.seeds else [random_seed() for _ in range(req.batch_size)]
@@ -58,7 +60,7 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
     silence_latent = dit.silence_latent
     encoder_rng = torch.Generator(device=next(vae.parameters()).device).manual_seed(seeds[0])
 
-    source = _load(req, vae, silence_latent, encoder_rng) if req.task in SOURCE_TASKS else None
+    source = _load(req, vae, silence_latent, encoder_rng, cancelled) if req.task in SOURCE_TASKS else None
     if source is not None:
         samples = source.samples
         frames_wanted = source.latents.shape[1]
@@ -76,7 +78,7 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
     guidance = make_guidance(sampling)
     metas = prompts.metas_string(req.bpm, req.timesignature, prompts.normalize_keyscale(req.keyscale), duration)
     lyric = prompts.lyric_prompt(req.lyrics, req.language)
-    timbre, order = timbre_inputs(req.reference_audio, batch, vae, silence_latent, seeds[0])
+    timbre, order = timbre_inputs(req.reference_audio, batch, vae, silence_latent, seeds[0], cancelled)
 
     def phase(task: str, first_step: int, context_src: torch.Tensor, caption_width: int | None = None) -> Phase:
         instruction = prompts.instruction_for(task, req.track_name, req.track_classes)
@@ -122,7 +124,8 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
     return Prepared(seeds, frames, samples, plan, start, splice)
 
 
-def _load(req: GenerationRequest, vae, silence_latent: torch.Tensor, rng: torch.Generator) -> Source:
+def _load(req: GenerationRequest, vae, silence_latent: torch.Tensor, rng: torch.Generator,
+          cancelled: CancelCheck | None) -> Source:
     if req.source is None:
         raise ValueError(f"task {req.task!r} needs source audio")
     pad_left = pad_right = 0.0
@@ -131,7 +134,7 @@ def _load(req: GenerationRequest, vae, silence_latent: torch.Tensor, rng: torch.
         pad_left = max(0.0, -(req.repaint_start or 0.0))
         if req.repaint_end is not None:
             pad_right = max(0.0, req.repaint_end - src_seconds)
-    return load_source(req.source, vae, silence_latent, rng, pad_left, pad_right)
+    return load_source(req.source, vae, silence_latent, rng, pad_left, pad_right, cancelled)
 
 
 def _source_seconds(req: GenerationRequest) -> float:

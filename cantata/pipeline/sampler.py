@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from ..models.padded_dit import padded_forward
+from .cancel import CancelCheck, stop_if_cancelled
+from .crossfade import crossfade, window_weights
 from .dcw import dcw_correct
 from .guidance import APG, CFG
-from .request import GenerationCancelled
 
 
 @dataclass
@@ -53,7 +54,6 @@ class SamplerPlan:
 
 
 StepCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
 
 
 def _forward(transformer, x: torch.Tensor, t: torch.Tensor, enc: torch.Tensor, context: torch.Tensor,
@@ -95,8 +95,7 @@ def sample(transformer, x: torch.Tensor, noise: torch.Tensor, plan: SamplerPlan,
     start, end = plan.cfg_interval
     phase_idx = 0
     for i in range(steps):
-        if cancelled is not None and cancelled():
-            raise GenerationCancelled(f"cancelled before step {i + 1} of {steps}")
+        stop_if_cancelled(cancelled, f"step {i + 1} of {steps}")
         while phase_idx + 1 < len(plan.phases) and i >= plan.phases[phase_idx + 1].first_step:
             phase_idx += 1
         phase = plan.phases[phase_idx]
@@ -129,20 +128,11 @@ def sample(transformer, x: torch.Tensor, noise: torch.Tensor, plan: SamplerPlan,
 
 
 def boundary_blend(x: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, frames: int) -> torch.Tensor:
-    """Keep the source outside the window, with linear ramps over `frames` frames on each side."""
+    """Keep the source outside the window (`mask`: one contiguous window per row), with linear
+    ramps over `frames` frames on each side."""
     soft = mask.float().clone()
-    T = mask.shape[1]
-    if frames > 0:
-        for b in range(mask.shape[0]):
-            idx = torch.nonzero(mask[b]).flatten()
-            if idx.numel() == 0 or idx.numel() == T:
-                continue
-            left, right = int(idx[0]), int(idx[-1]) + 1
-            lo = max(left - frames, 0)
-            if left > lo:
-                soft[b, lo:left] = torch.linspace(0, 1, left - lo + 2, device=soft.device)[1:-1]
-            hi = min(right + frames, T)
-            if hi > right:
-                soft[b, right:hi] = torch.linspace(1, 0, hi - right + 2, device=soft.device)[1:-1]
-    m = soft.unsqueeze(-1)
-    return m * x + (1.0 - m) * source
+    for b, row in enumerate(mask):
+        idx = torch.nonzero(row).flatten()
+        if 0 < idx.numel() < row.shape[0]:
+            soft[b] = window_weights(row.shape[0], int(idx[0]), int(idx[-1]) + 1, frames, device=soft.device)
+    return crossfade(x, source, soft.unsqueeze(-1))

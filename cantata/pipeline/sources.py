@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .cancel import CancelCheck
 from .encode import reference_clip, vae_encode
 from .latents import HOP, silence
 from .request import SAMPLE_RATE, SourceAudio
@@ -23,7 +24,7 @@ class Source:
 
 
 def load_source(src: SourceAudio, vae, silence_latent: torch.Tensor, generator: torch.Generator,
-                pad_left: float = 0.0, pad_right: float = 0.0) -> Source:
+                pad_left: float = 0.0, pad_right: float = 0.0, cancelled: CancelCheck | None = None) -> Source:
     """Encode (or take the cached latents of) the source, outpainting pads added.
 
     A waveform is zero-padded (the pad encodes to silence, as officially); bare latents are padded
@@ -38,7 +39,8 @@ def load_source(src: SourceAudio, vae, silence_latent: torch.Tensor, generator: 
         if src.latents is not None and not (left or right):
             latents = src.latents
         else:  # encoded from a whole number of frames, so the decode can be cut back exactly
-            latents = vae_encode(vae, torch.nn.functional.pad(wav, (0, -wav.shape[-1] % HOP)), generator)
+            latents = vae_encode(vae, torch.nn.functional.pad(wav, (0, -wav.shape[-1] % HOP)), generator,
+                                 cancelled=cancelled)
         return Source(_as_batch(latents).to(device, dtype), wav, pad_left, wav.shape[-1])
     if src.latents is None:
         raise ValueError("source audio needs a waveform or latents")
@@ -56,7 +58,7 @@ def _as_batch(latents: torch.Tensor) -> torch.Tensor:
 
 
 def timbre_inputs(references: list[torch.Tensor], batch: int, vae, silence_latent: torch.Tensor,
-                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  seed: int, cancelled: CancelCheck | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed timbre-encoder input `[refs, 750, 64]` and each reference's item index.
 
     No (or only silent) references: the first 750 silence frames per item, never zeros (pitfall 9).
@@ -68,7 +70,8 @@ def timbre_inputs(references: list[torch.Tensor], batch: int, vae, silence_laten
     clips = [c for c in (reference_clip(r.float().cpu(), rng) for r in references) if c is not None]
     if not clips:
         return silence(silence_latent, TIMBRE_FRAMES).expand(batch, -1, -1), torch.arange(batch, device=device)
-    latents = torch.cat([vae_encode(vae, c, generator)[:, :TIMBRE_FRAMES] for c in clips]).to(device, silence_latent.dtype)
+    latents = torch.cat([vae_encode(vae, c, generator, cancelled=cancelled)[:, :TIMBRE_FRAMES] for c in clips])
+    latents = latents.to(device, silence_latent.dtype)
     packed = latents.repeat(batch, 1, 1)
     order = torch.arange(batch, device=device).repeat_interleave(len(clips))
     return packed, order
