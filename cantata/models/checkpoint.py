@@ -84,7 +84,7 @@ def ensure_checkpoint(root: Path, variant: Variant, download: bool = True) -> Pa
         return root
     if download and os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "TRUE"):
         try:
-            _download(root, variant, missing)
+            download_missing(root, variant, missing)
         except Exception as exc:  # network, auth, disk: all end in the same instruction
             log.warning("download failed: %s", exc)
         missing = _missing_parts(root, variant)
@@ -106,7 +106,9 @@ def _instructions(root: Path, variant: Variant, missing: list[str]) -> str:
     )
 
 
-def _download(root: Path, variant: Variant, missing: list[str]) -> None:
+def download_missing(root: Path, variant: Variant, missing: list[str]) -> None:
+    """Fetch the missing parts of `variant` (or any spec with `dirname`, `repo_id` and
+    `hub_subfolder`, such as a planner) from the Hub into `root`."""
     from huggingface_hub import snapshot_download  # progress bars come from huggingface_hub's tqdm
 
     never = ["*.py", "*.pyc", "*.md", ".gitattributes"]

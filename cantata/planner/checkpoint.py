@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from ..models.checkpoint import DEFAULT_ROOT_ENV, CheckpointError, _download, weight_files
+from ..models.checkpoint import DEFAULT_ROOT_ENV, CheckpointError, download_missing, weight_files
 from ..models.variants import MAIN_REPO
 from .tokenizer import PlannerTokenizer
 
@@ -74,7 +74,7 @@ def ensure_planner(root: Path, spec: PlannerSpec, download: bool = True) -> Path
     missing = _missing_parts(root, spec)
     if missing and download and os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "TRUE"):
         try:
-            _download(root, spec, missing)
+            download_missing(root, spec, missing)
         except Exception as exc:  # network, auth, disk: all end in the same instruction
             log.warning("download failed: %s", exc)
         missing = _missing_parts(root, spec)
