@@ -15,6 +15,8 @@ from cantata.audio.codecs import encode
 from cantata.audio.decode import decode_audio
 from serverkit import XL_SFT, cantata_cli, keyed_server, read_audio, server_checkpoints
 
+pytestmark = pytest.mark.slow  # real servers and subprocesses: minutes on 2 cores
+
 PROMPT = "positivePrompt=lo-fi hip hop, dusty drums, warm keys"
 SAVED = re.compile(r"^(?P<path>\S+)  seed=(?P<seed>\d+)(?:  cost=(?P<cost>[0-9.e-]+))?$")
 

@@ -26,6 +26,8 @@ from cantata.audio.codecs import encode
 from cantata.audio.decode import decode_audio
 from serverkit import XL_SFT, fetch_audio, keyed_server, new_uuid, server_checkpoints, wait_for
 
+pytestmark = pytest.mark.slow  # real servers and subprocesses: minutes on 2 cores
+
 RATE = 48000
 SOURCE_SECONDS = 3.0
 MAX_INPUT_SECONDS = 3.5

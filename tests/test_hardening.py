@@ -153,6 +153,7 @@ def ping(server, key: str) -> int:
                       headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
 
 
+@pytest.mark.slow
 def test_keys_added_and_removed_with_the_cli_take_effect_on_a_running_server(tmp_path, root):
     data = tmp_path / "data"
     with keyed_server(tmp_path, root) as (server, tester_key):

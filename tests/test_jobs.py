@@ -252,6 +252,7 @@ def test_recovery_retries_once_then_fails_with_task_interrupted(tmp_path):
     assert store.get_task(waiting.task_uuid).status == CANCELLED
 
 
+@pytest.mark.slow
 def test_kill_during_work_then_restart_finishes_everything(tmp_path_factory):
     root = server_checkpoints(tmp_path_factory)
     tmp = tmp_path_factory.mktemp("restart")
@@ -300,6 +301,7 @@ def test_kill_during_work_then_restart_finishes_everything(tmp_path_factory):
         server.stop()
 
 
+@pytest.mark.slow
 def test_graceful_shutdown_requeues_an_unfinished_batch_without_counting_it(tmp_path_factory):
     from serverkit import config
 

@@ -40,6 +40,8 @@ import pytest
 
 from examples import docs_example
 from unavailable import unavailable
+
+pytestmark = pytest.mark.slow  # real servers and subprocesses: minutes on 2 cores
 from serverkit import REPO, XL_SFT, _lock, fetch_audio, keyed_server, server_checkpoints
 
 CACHE = REPO / ".cache"

@@ -60,6 +60,7 @@ def only_error(response, status: int, code: str) -> dict:
 
 # -- the documented examples --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_docs_examples_sync_return_playable_mp3s_of_the_right_length(server):
     garage, nocturne = docs_task("garage"), docs_task("nocturne")
     r = post(server, [garage, nocturne])
