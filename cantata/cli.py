@@ -33,6 +33,17 @@ def _window(text: str) -> tuple[float | None, float | None]:
         raise argparse.ArgumentTypeError(f"expected START:END in seconds, got {text!r}") from None
 
 
+def _lora_choice(text: str) -> tuple[str, float]:
+    """'style:0.8' -> ('style', 0.8); 'style' -> ('style', 1.0); a path may hold colons itself."""
+    name, sep, weight = text.rpartition(":")
+    if sep:
+        try:
+            return name, float(weight)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
 def _read_audio(path: Path):
     import torch
 
@@ -91,6 +102,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--sample-rate", type=int, help="output sample rate (default 48000)")
     p.add_argument("--channels", type=int, choices=(1, 2), help="output channels (default 2)")
     p.add_argument("-o", "--output", type=Path, default=Path("song.mp3"), help="output file (default song.mp3)")
+    p.add_argument("--lora", type=_lora_choice, action="append", metavar="NAME_OR_PATH[:WEIGHT]",
+                   help="adapter (installed name, or a LoRA/LoKr path) with its weight (default 1); repeatable, "
+                        "summed")
+    p.add_argument("--loras", type=Path, help="adapter registry for --lora names (default <data dir>/loras)")
     a2a = p.add_argument_group("audio to audio", "transform a track instead of starting from silence")
     a2a.add_argument("--audio", type=Path, help="source track (any common format); its length sets the duration")
     a2a.add_argument("--task", choices=("cover", "repaint", "lego", "extract", "complete"),
@@ -143,6 +158,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
     p.add_argument("--no-auth", action="store_true", help="accept requests without an API key (local use only)")
     p.add_argument("--api-keys-file", type=Path, help="hashed API keys (default <data-dir>/api-keys)")
+    p.add_argument("--loras", type=Path, help="adapter registry folder (default <data-dir>/loras)")
     p.add_argument("--allow-private-urls", action="store_true",
                    help="let webhooks, uploads and input URLs reach loopback/private addresses")
     p.set_defaults(func=cmd_serve)
@@ -171,6 +187,43 @@ def _add_keys(sub) -> None:
     for command in (add, listing, rm):
         _keys_file_flags(command, argparse.SUPPRESS)
     p.set_defaults(func=cmd_keys)
+
+
+def _add_lora(sub) -> None:
+    p = sub.add_parser("lora", help="install and list LoRA/LoKr adapters; a running server sees new ones at once",
+                       description="The adapter registry (--loras DIR, config key loras, default "
+                                   "<data-dir>/loras). Requests name an adapter in their lora list.")
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--data-dir", type=Path, help="data directory (default ~/.local/share/cantata)")
+    p.add_argument("--loras", type=Path, help="adapter registry folder (default <data-dir>/loras)")
+    lsub = p.add_subparsers(dest="lora_cmd", required=True)
+    add = lsub.add_parser("add", help="check an adapter against its base model's shapes and install it")
+    add.add_argument("path", type=Path, help="a PEFT LoRA directory, a LoKr file, or a single .safetensors")
+    add.add_argument("--name", help="name requests use (default: the file or directory name)")
+    add.add_argument("--model", default=DEFAULT_VARIANT, help=f"base model it was trained for (default "
+                                                              f"{DEFAULT_VARIANT}; {', '.join(VARIANTS)})")
+    add.add_argument("--checkpoints", type=Path, help="checkpoint root holding the model's config.json")
+    add.add_argument("--demo", action="store_true", help="check against the tiny demo checkpoints' shapes")
+    lsub.add_parser("list", help="list the installed adapters")
+    p.set_defaults(func=cmd_lora)
+
+
+def cmd_lora(args) -> int:
+    from .models.adapters.registry import LoraRegistry, base_shapes
+    from .models.variants import get_variant
+
+    config = _server_config(argparse.Namespace(config=args.config, data_dir=args.data_dir, api_keys_file=None),
+                            loras=args.loras)
+    registry = LoraRegistry(config.loras)
+    if args.lora_cmd == "add":
+        variant = get_variant(args.model)
+        root = demo_checkpoints(variant.name) if args.demo else args.checkpoints or config.checkpoints
+        entry = registry.install(args.path, variant, base_shapes(root, variant), args.name)
+        print(f"installed {entry.name} ({entry.kind}, {entry.modules} modules, for {entry.base}) as {entry.air}")
+        return 0
+    for entry in registry.entries():
+        print(f"{entry.name}\t{entry.kind}\t{entry.base}\t{entry.architecture}\t{entry.air}")
+    return 0
 
 
 def _add_run(sub) -> None:
@@ -259,6 +312,7 @@ def cmd_generate(args) -> int:
         cover_strength=args.cover_strength, cover_noise_strength=args.cover_noise_strength,
         repaint_start=start, repaint_end=end, repaint_mode=args.repaint_mode, repaint_strength=args.repaint_strength,
         track_name=args.track, track_classes=args.track_classes.split(",") if args.track_classes else None,
+        adapters=_adapters(args.lora or [], args.loras, pipe.variant),
     )
     with tqdm(total=sampling_params(pipe.variant, steps=request.steps).steps, desc="diffusion", unit="step") as bar:
         def on_step(done: int, total: int) -> None:
@@ -274,6 +328,27 @@ def cmd_generate(args) -> int:
     if args.demo:
         print("(demo checkpoints have random weights: the audio is noise)")
     return 0
+
+
+def _adapters(choices: list[tuple[str, float]], folder: Path | None, variant) -> list[tuple[Path, float]]:
+    """--lora NAME_OR_PATH[:WEIGHT] -> (path, weight): an installed adapter's name (or AIR) first,
+    else a path on disk (loaded and checked by the pipeline)."""
+    if not choices:
+        return []
+    from .config import load_config
+    from .models.adapters.registry import LoraRegistry
+
+    registry = LoraRegistry(folder or load_config(None).loras)
+    resolved = []
+    for name, weight in choices:
+        entry = registry.find(name)
+        if entry is not None and not entry.fits(variant):
+            raise SystemExit(f"--lora {name}: installed for {entry.base}, whose shapes differ from {variant.name}'s")
+        path = entry.path if entry is not None else Path(name)
+        if not path.exists():
+            raise SystemExit(f"--lora {name}: neither an installed adapter ({registry.folder}) nor a path")
+        resolved.append((path, weight))
+    return resolved
 
 
 def _server_config(args, **flags):
@@ -294,7 +369,7 @@ def cmd_serve(args) -> int:
         args, host=args.host, port=args.port, public_url=args.public_url, checkpoints=args.checkpoints,
         models=args.model, device=args.device, dtype=args.dtype, demo=args.demo or None,
         download=False if args.no_download else None, no_auth=args.no_auth or None,
-        allow_private_urls=args.allow_private_urls or None)
+        allow_private_urls=args.allow_private_urls or None, loras=args.loras)
     if not args.verbose:
         logging.getLogger().setLevel(config.log_level.upper())
     if config.demo and args.checkpoints is None:
@@ -344,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(sub)
     _add_serve(sub)
     _add_keys(sub)
+    _add_lora(sub)
     _add_run(sub)
     _verbose_after_commands(parser)
     return parser

@@ -35,7 +35,7 @@ FIELD_TYPES: dict[str, str] = {
     "settings.coverConditioningScale": "number", "settings.repaintingStart": "number",
     "settings.repaintingEnd": "number", "settings.repaintMode": "string", "settings.repaintStrength": "number",
     "settings.task": "string", "settings.trackName": "string", "settings.trackClasses": "array",
-    "settings.dcw": "boolean",
+    "settings.dcw": "boolean", "lora.model": "string", "lora.weight": "number",
 }
 PROTECTED = ("model", "taskType", "taskUUID")
 AUDIO_INPUTS = ("inputs.audio", "inputs.referenceAudios")

@@ -24,6 +24,10 @@ Serving
   download [true]             fetch missing checkpoint files from the Hugging Face Hub.
   demo [false]                the checkpoints are tiny random ones: every result is noise, and
                               the logs say so.
+  loras [<data_dir>/loras]    the adapter registry: one folder per adapter, installed by
+                              `cantata lora add`; new ones are picked up without a restart.
+  lora_cache_mb [2048]        device memory for loaded adapters per model (least recently used
+                              ones are dropped first).
 
 Authentication
   no_auth [false]             accept every request without an API key (local use only).
@@ -110,6 +114,8 @@ class ServerConfig:
     dtype: str = "auto"
     download: bool = True
     demo: bool = False
+    loras: Path | None = None
+    lora_cache_mb: int = 2048
 
     no_auth: bool = False
     api_keys_file: Path | None = None
@@ -158,6 +164,8 @@ class ServerConfig:
             raise ConfigError("result_ttl must be at least 60 seconds (Runware's smallest ttl)")
         if self.api_keys_file is None:
             object.__setattr__(self, "api_keys_file", self.data_dir / "api-keys")
+        if self.loras is None:
+            object.__setattr__(self, "loras", self.data_dir / "loras")
 
     # -- derived views, so other modules never re-derive them differently -----------------------
 

@@ -116,6 +116,10 @@ CATALOGUE: dict[str, Code] = {
     "missingTrackClasses": _field("settings.task complete was sent without settings.trackClasses."),
     "invalidDcw": _field("settings.dcw is not a boolean."),
     "invalidAdvancedFeatures": _field("advancedFeatures is not an object."),
+    "invalidLora": _field("lora is not a list of at most 4 {model, weight} objects, or names one adapter twice."),
+    "invalidLoraModel": _field("lora[i].model is not the name or AIR of an installed adapter for the requested "
+                               "model's architecture."),
+    "invalidLoraWeight": _field("lora[i].weight is not a number in -4..4."),
     # -- the request, the API key and the other task types -------------------------------------
     "missingApiKey": Code(401, "No API key: send 'Authorization: Bearer <key>' or a leading authentication task."),
     "invalidApiKey": Code(401, "The API key is not one this server knows."),
@@ -126,6 +130,8 @@ CATALOGUE: dict[str, Code] = {
     "invalidRequestBody": Code(400, "The body is not a non-empty JSON array of task objects."),
     "unsupportedTaskType": Code(400, "taskType is not one this server handles (see allowedValues)."),
     "conflictTaskUUID": Code(400, "A task with this taskUUID was already submitted; taskUUIDs are single-use."),
+    "invalidModelSearch": Code(400, "A modelSearch field has the wrong type or is out of range (parameter names "
+                                    "it)."),
     "unsupportedModel": Code(400, "The model is a valid ACE-Step AIR but this server does not serve it."),
     "invalidMediaStorage": Code(400, "mediaStorage needs operation 'upload' (with media) or 'delete' (with a media "
                                      "UUID)."),

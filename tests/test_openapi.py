@@ -44,7 +44,7 @@ def _property(schema: dict, spec: FieldSpec) -> dict | None:
     """The schema of the field at `spec.path` inside an audioInference schema, or None."""
     node = schema
     for key in spec.path.split("."):
-        node = node.get("properties", {}).get(key)
+        node = node.get("items", node).get("properties", {}).get(key)
         if node is None:
             return None
     return node

@@ -213,6 +213,14 @@ BAD = [
     ("classes with lego", st(BASE, task="lego", trackName="bass", trackClasses=["drums"], inputs=SRC),
      "conflictingParameters", ["settings.trackClasses", "settings.task"]),
     ("dcw string", st(dcw="yes"), "invalidDcw", "settings.dcw"),
+    ("lora object", req(lora={"model": "style"}), "invalidLora", "lora"),
+    ("lora too many", req(lora=[{"model": f"s{i}"} for i in range(5)]), "invalidLora", "lora"),
+    ("lora item string", req(lora=["style"]), "invalidLora", "lora[0]"),
+    ("lora item key", req(lora=[{"model": "style", "scale": 1}]), "unsupportedParameter", "lora[0].scale"),
+    ("lora no model", req(lora=[{"weight": 1}]), "invalidLoraModel", "lora[0].model"),
+    ("lora unknown", req(lora=[{"model": "style", "weight": 0.5}]), "invalidLoraModel", "lora[0].model"),
+    ("lora weight 5", req(lora=[{"model": "style", "weight": 5}]), "invalidLoraWeight", "lora[0].weight"),
+    ("lora weight text", req(lora=[{"model": "style", "weight": "1"}]), "invalidLoraWeight", "lora[0].weight"),
 ]
 
 

@@ -35,6 +35,7 @@ from .auth import KeyRing
 from .cost import CostModel
 from .delivery import DeliveryService
 from .dispatch import Dispatcher
+from ..models.adapters.registry import LoraRegistry
 from .headers import HeaderSizeLimit
 from .http import envelope, post_v1
 from .media import media
@@ -61,7 +62,8 @@ def create_app(config: ServerConfig, engine: Engine | None = None, *, keyring: K
     services = Services(
         config=config, engine=engine, keyring=keyring or KeyRing.from_config(config), renderer=renderer,
         dispatcher=Dispatcher(engine=engine, renderer=renderer, costs=costs, metrics=metrics, policy=policy,
-                              limits=config.validation_limits(), base_url=config.base_url),
+                              limits=config.validation_limits(), base_url=config.base_url,
+                              loras=LoraRegistry(config.loras)),
         metrics=metrics, watch=watch,
         delivery=DeliveryService(engine, renderer, watch, policy, attempts=config.webhook_attempts,
                                  base_delay=config.webhook_base_delay),

@@ -7,7 +7,7 @@ others in the same array. Authentication is the transports' job (they read the k
 dispatch); an `authentication` task reaching here is a no-op.
 
 Task types: `audioInference`, `getResponse`, `getTaskDetails`, `mediaStorage` (upload/delete of
-input audio), `ping`, and Cantata's `cancel` (`{"taskType":"cancel","taskUUID":<task>}`).
+input audio), `modelSearch` (served checkpoints and installed adapters), `ping`, and Cantata's `cancel` (`{"taskType":"cancel","taskUUID":<task>}`).
 A sync `audioInference` reply is empty with `follow` set: the transport waits for the task and
 renders its results; async ones (and those with a webhookURL) are acknowledged at once.
 """
@@ -27,13 +27,16 @@ from ..logfmt import kv
 from .cost import CostModel
 from .errors import RunwareError, documentation_url, runware_error
 from .metrics import Metrics
+from .model_search import catalogue_sources, model_search
+from ..models.adapters.registry import LoraRegistry
 from .responses import Renderer, ack, url_path
 from ..limits import Limits
 from .validation import validate_audio_inference, validate_task_uuid
 
 log = logging.getLogger("cantata.api")
 
-TASK_TYPES = ("audioInference", "getResponse", "getTaskDetails", "mediaStorage", "cancel", "ping", "authentication")
+TASK_TYPES = ("audioInference", "getResponse", "getTaskDetails", "mediaStorage", "modelSearch", "cancel", "ping",
+              "authentication")
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Reply:
 
 class Dispatcher:
     def __init__(self, *, engine: Engine, renderer: Renderer, costs: CostModel, metrics: Metrics,
-                 policy: outbound.OutboundPolicy, limits: Limits, base_url: str) -> None:
+                 policy: outbound.OutboundPolicy, limits: Limits, base_url: str, loras: LoraRegistry) -> None:
         self.engine = engine
         self.renderer = renderer
         self.costs = costs
@@ -60,10 +63,13 @@ class Dispatcher:
         self.policy = policy
         self.limits = limits
         self.base_url = base_url
+        self.loras = loras
+        self.catalogue = catalogue_sources(engine.models, loras)
         self._handlers = {
             "audioInference": self._audio_inference, "getResponse": self._get_response,
             "getTaskDetails": self._get_task_details, "mediaStorage": self._media_storage,
-            "cancel": self._cancel, "ping": self._ping, "authentication": self._noop,
+            "modelSearch": self._model_search, "cancel": self._cancel, "ping": self._ping,
+            "authentication": self._noop,
         }
 
     async def handle(self, task: Any, caller: Caller) -> Reply:
@@ -105,7 +111,7 @@ class Dispatcher:
     # -- audioInference --------------------------------------------------------------------------
 
     async def _audio_inference(self, task: dict, caller: Caller) -> Reply:
-        validated = validate_audio_inference(task, docs_base=self.base_url, limits=self.limits)
+        validated = validate_audio_inference(task, docs_base=self.base_url, limits=self.limits, loras=self.loras)
         for parameter, url in (("webhookURL", validated.webhook_url), ("uploadEndpoint", validated.upload_endpoint)):
             if url is not None:
                 await self._check_url(url, parameter)
@@ -207,6 +213,11 @@ class Dispatcher:
         except CantataError as exc:  # whatever failed to fetch, decode or store, the cause is `media`
             exc.parameter = "media"
             raise
+
+    # -- modelSearch -------------------------------------------------------------------------------
+
+    async def _model_search(self, task: dict, caller: Caller) -> Reply:
+        return Reply(data=[await asyncio.to_thread(model_search, task, self.catalogue)])
 
     # -- trivial ---------------------------------------------------------------------------------
 

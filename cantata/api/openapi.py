@@ -32,6 +32,7 @@ from .. import __version__
 from ..audio import codecs
 from ..limits import Limits
 from ..models.variants import VARIANTS, Variant, get_variant
+from . import model_search
 from .dispatch import TASK_TYPES
 from .errors import RunwareError, all_codes
 from .validation import FIELDS, LOSSY_FORMATS, TASK_TYPE, FieldSpec, Scope
@@ -45,7 +46,7 @@ DRY_RUN_HEADER = "X-Runware-Dry-Run"
 MEDIA_OPERATIONS = ("upload", "delete")
 
 _JSON_TYPES = {"string": "string", "integer": "integer", "float": "number", "boolean": "boolean",
-               "object": "object", "string[]": "array"}
+               "object": "object", "string[]": "array", "object[]": "array"}
 _REQUIRED = ("taskType", "taskUUID", "model", "positivePrompt")
 _REF = "#/components/schemas/"
 
@@ -84,7 +85,7 @@ def _field_schema(spec: FieldSpec, variants: Sequence[Variant], limits: Limits, 
             schema["minLength"] = min(lows)
         if highs:
             schema["maxLength"] = max(highs)
-    elif spec.type == "string[]":
+    elif spec.type in ("string[]", "object[]"):
         schema["items"] = {"type": "string", "minLength": 1}
         if highs:
             schema["maxItems"] = max(highs)
@@ -174,6 +175,8 @@ def _object_schema(parent: str, variants: Sequence[Variant], limits: Limits, *, 
             schema.update({k: v for k, v in children.items() if k != "type"})
             if not children["properties"]:
                 schema["maxProperties"] = 0  # advancedFeatures: no key is known
+        elif spec.type == "object[]":  # lora: its item's keys are the fields under its path
+            schema["items"] = {**_object_schema(spec.path, variants, limits, exact=exact), "required": ["model"]}
         properties[spec.key] = schema
     schema = {"type": "object", "properties": properties, "additionalProperties": False}
     required = [key for key in _REQUIRED if key in properties and not parent]
@@ -229,12 +232,25 @@ def _task_schemas(variants: Sequence[Variant], limits: Limits) -> dict[str, dict
                               ("taskType", "taskUUID", "operation", "media")),
         "cancel": _task("cancel", "Cantata extension: remove a queued task or stop a running one at its next "
                         "step; it ends with taskCancelled."),
+        "modelSearch": _task("modelSearch", "The served checkpoints (category checkpoint) and the installed "
+                             "adapters (category lora, with baseModel), in Runware's shape: results and "
+                             "totalResults.", _model_search_properties()),
         "ping": _task("ping", "Answers pong.", required=("taskType",)),
         "authentication": _task("authentication", "The API key, as the first task instead of an "
                                 "Authorization header (WebSocket: the first message).",
                                 {"apiKey": {"type": "string"}}, ("taskType", "apiKey")),
     }
     return {f"{_pascal(t)}Task": tasks[t] for t in TASK_TYPES}
+
+
+def _model_search_properties() -> dict[str, Any]:
+    text = {"type": "string", "minLength": 1, "maxLength": model_search.MAX_SEARCH_CHARS}
+    return {"search": text, "tags": {"type": "array", "items": text}, "category": text,
+            **{key: text for key in model_search.TEXT_FILTERS},
+            "visibility": {"type": "string", "enum": list(model_search.VISIBILITIES)},
+            "limit": {"type": "integer", "minimum": 1, "maximum": model_search.MAX_LIMIT,
+                      "default": model_search.DEFAULT_LIMIT},
+            "offset": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0}}
 
 
 def _pascal(name: str) -> str:

@@ -16,7 +16,8 @@ taskUUID, taskType, model; top-level keys (`CFGScale` on a turbo model first, th
 the model does not accept, in request order); inputs; positivePrompt, negativePrompt, duration,
 seed, steps, CFGScale, strength, numberResults, outputType, outputFormat, audioSettings,
 deliveryMethod, webhookURL, uploadEndpoint, includeCost, ttl; settings (key allow-list, then the
-fields in `SETTINGS_KEYS` order); advancedFeatures. A rule between two fields runs when the later
+fields in `SETTINGS_KEYS` order); advancedFeatures; lora (item by item: keys, then the model's and
+the weight's syntax, then the model in the registry). A rule between two fields runs when the later
 of the two is read; `inputs` is read early because many rules depend on it.
 
 Decisions where the Runware docs are silent (api.md marks these INF):
@@ -56,12 +57,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cantata.api.errors import DEFAULT_DOCS_BASE, RunwareError, documentation_url
 from cantata.audio import codecs
-from cantata.jobs.task import AudioInferenceTask, AudioSettings, Inputs, Settings
+from cantata.jobs.task import AudioInferenceTask, AudioSettings, Inputs, LoraChoice, Settings
 from cantata.limits import Limits
 from cantata.models.variants import (
     COMPLETE, COVER, EXTRACT, LEGO, REPAINT, TEXT2MUSIC, VARIANTS, Variant, get_variant, sampling_params,
@@ -86,6 +87,8 @@ DEFAULT_SAMPLE_RATE = 48_000  # ACE-Step renders 48 kHz stereo
 DEFAULT_CHANNELS = 2
 MAX_REFERENCE_AUDIOS = 4
 MAX_URL_CHARS = 2048
+MAX_LORAS = 4
+MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -4.0, 4.0  # Runware's own window for image LoRAs
 EXTRA_TASKS = (LEGO, EXTRACT, COMPLETE)
 UUID4_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}"
 
@@ -143,7 +146,8 @@ class FieldSpec:
     from the same table, so the two cannot disagree.
 
     `type` is the protocol's name (the `type` of an error): string, integer, float, boolean,
-    object or string[]. `minimum`/`maximum` bound numbers, or the length of strings (the minimum
+    object, string[] or object[] (a list of objects whose keys are the fields under its path).
+    `minimum`/`maximum` bound numbers, or the length of strings (the minimum
     counted without surrounding whitespace) and lists. `default` is what an absent (or null) value
     becomes; `absent` says in words what leaving it out means when no single value does.
     """
@@ -315,6 +319,15 @@ FIELDS: tuple[FieldSpec, ...] = (
               extension=True),
     FieldSpec("advancedFeatures", "object", "invalidAdvancedFeatures", "XL models; no keys are known, so any "
               "key inside is refused.", accepts=_xl),
+    FieldSpec("lora", "object[]", "invalidLora", "Adapters (LoRA or LoKr) installed on this server (listed by "
+              "modelSearch, category lora), summed with their weights; each names a different adapter. "
+              "An empty list, or every weight 0, is the base model bit for bit.", maximum=MAX_LORAS,
+              absent="the base model", extension=True),
+    FieldSpec("lora.model", "string", "invalidLoraModel", "The adapter's name or AIR; it must have been "
+              "installed for the requested model's architecture (XL or 2B).", minimum=1, extension=True),
+    FieldSpec("lora.weight", "float", "invalidLoraWeight", "Strength: the adapter's own scale (alpha / r) times "
+              "this; negative values subtract it.", minimum=MIN_LORA_WEIGHT, maximum=MAX_LORA_WEIGHT, default=1.0,
+              extension=True),
 )
 
 FIELD: dict[str, FieldSpec] = {f.path: f for f in FIELDS}
@@ -333,14 +346,26 @@ INPUTS_KEYS = tuple(key for key, _ in _keys_of("inputs"))
 AUDIO_SETTINGS_KEYS = tuple(key for key, _ in _keys_of("audioSettings"))
 
 
+class LoraLookup(Protocol):
+    """Where `lora[i].model` is looked up (`cantata.models.adapters.registry.LoraRegistry`):
+    `find` returns an entry with `name`, `path`, `base` and `fits(variant)`, or None."""
+
+    def find(self, name_or_air: str) -> Any: ...
+
+
+class _NoLoras:
+    def find(self, name_or_air: str) -> None:
+        return None
+
+
 def validate_audio_inference(
-    task: Any, *, docs_base: str = DEFAULT_DOCS_BASE, limits: Limits = Limits()
+    task: Any, *, docs_base: str = DEFAULT_DOCS_BASE, limits: Limits = Limits(), loras: LoraLookup = _NoLoras()
 ) -> AudioInferenceTask:
     """Validate one `audioInference` task object; raise the first `RunwareError` found, with
     taskType, taskUUID (when the client sent a string it can match the error with) and a link
-    into our docs filled in."""
+    into our docs filled in. `lora[i].model` is looked up in `loras` (none installed by default)."""
     try:
-        return _validate(task, limits)
+        return _validate(task, limits, loras)
     except RunwareError as err:
         uuid = task.get("taskUUID") if isinstance(task, dict) else None
         err.task_type = TASK_TYPE
@@ -376,7 +401,7 @@ def is_unicode(text: str) -> bool:
     return True
 
 
-def _validate(task: Any, limits: Limits) -> AudioInferenceTask:
+def _validate(task: Any, limits: Limits, loras: LoraLookup) -> AudioInferenceTask:
     if not isinstance(task, dict):
         raise RunwareError("invalidTaskObject", "Each task must be a JSON object.")
     task_uuid = validate_task_uuid(task.get("taskUUID"))
@@ -421,6 +446,7 @@ def _validate(task: Any, limits: Limits) -> AudioInferenceTask:
         raise _conflict("ttl", "outputType", "ttl only applies to outputType URL.")
     settings = _settings(task.get("settings"), scope, source)
     _object(task.get("advancedFeatures"), FIELD["advancedFeatures"], (), variant.air)
+    lora = _loras(task.get("lora"), scope, loras)
 
     if source is None:
         kind = TEXT2MUSIC
@@ -452,6 +478,7 @@ def _validate(task: Any, limits: Limits) -> AudioInferenceTask:
         ttl=ttl,
         inputs=inputs,
         settings=settings,
+        loras=lora,
     )
 
 
@@ -627,6 +654,43 @@ def _settings(raw: Any, scope: Scope, source: str | None) -> Settings:
         track_classes=track_classes,
         dcw=filled(dcw, "dcw"),
     )
+
+
+def _loras(raw: Any, scope: Scope, registry: LoraLookup) -> tuple[LoraChoice, ...]:
+    """`lora`: Runware's image-API shape, `[{"model": name or AIR, "weight": w}, ...]`; each model
+    resolved against the registry now, so a queued task keeps the adapter it was accepted with."""
+    spec, model_spec, weight_spec = FIELD["lora"], FIELD["lora.model"], FIELD["lora.weight"]
+    items = _default(raw, [])
+    if not isinstance(items, list) or len(items) > spec.maximum:
+        raise RunwareError(spec.code, f"lora must be a list of at most {spec.maximum} objects "
+                           "{\"model\": <adapter name or AIR>, \"weight\": <number>}.", parameter=spec.path,
+                           type="object[]")
+    choices: list[LoraChoice] = []
+    for i, item in enumerate(items):
+        where = f"lora[{i}]"
+        if not isinstance(item, dict):
+            raise RunwareError(spec.code, f"{where} must be an object {{\"model\": ..., \"weight\": ...}}.",
+                               parameter=where, type="object")
+        _check_keys(item, tuple(f.key for f in (model_spec, weight_spec)), f"{where}.", scope.variant.air)
+        name = item.get("model")
+        if not (isinstance(name, str) and name.strip() and is_unicode(name)):
+            raise RunwareError(model_spec.code, f"{where}.model must be the name or AIR of an installed adapter "
+                               "(see modelSearch with category 'lora').", parameter=f"{where}.model", type="string")
+        weight = _number(item.get("weight"), replace(weight_spec, path=f"{where}.weight"), scope)
+        entry = registry.find(name)
+        if entry is None:
+            raise RunwareError(model_spec.code, f"{where}.model: no adapter named {_escaped(name)!r} is installed "
+                               "on this server (see modelSearch with category 'lora').",
+                               parameter=f"{where}.model", type="string")
+        if not entry.fits(scope.variant):
+            raise RunwareError(model_spec.code, f"{where}.model: adapter {entry.name!r} was made for {entry.base}, "
+                               f"whose shapes differ from {scope.variant.air}'s.", parameter=f"{where}.model",
+                               type="string")
+        if any(c.name == entry.name for c in choices):
+            raise RunwareError(spec.code, f"{where}.model: adapter {entry.name!r} is listed twice; give it one "
+                               "weight.", parameter=f"{where}.model", type="string")
+        choices.append(LoraChoice(entry.name, str(entry.path), _filled(weight, weight_spec, scope)))
+    return tuple(choices)
 
 
 def _key_scale(value: Any) -> str | None:

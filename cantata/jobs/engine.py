@@ -439,6 +439,8 @@ def pipeline_loader(config) -> Callable[[str], object]:
     def load(model: str):
         from ..pipeline import CantataPipeline
 
-        return CantataPipeline.from_pretrained(config.checkpoints, model, device=config.device, dtype=config.dtype,
-                                               download=config.download)
+        pipeline = CantataPipeline.from_pretrained(config.checkpoints, model, device=config.device,
+                                                   dtype=config.dtype, download=config.download)
+        pipeline.adapter_cache.budget_bytes = config.lora_cache_mb * 2**20
+        return pipeline
     return load

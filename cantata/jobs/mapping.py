@@ -23,6 +23,7 @@ meet pipeline names.
 | settings.repaintingStart/End          | repaint_start / repaint_end                            |
 | settings.repaintMode / repaintStrength| repaint_mode / repaint_strength                        |
 | settings.trackName / trackClasses     | track_name / track_classes                             |
+| lora (resolved at acceptance)         | adapters: (registry path, weight) pairs                |
 
 `strength`: Runware documents it as the "influence of the input audio". The pipeline's
 `cover_noise_strength` is exactly that: the sampler starts from the source noised to time
@@ -94,13 +95,15 @@ def generation_request(task: AudioInferenceTask, *, source: torch.Tensor | None 
         repaint_strength=s.repaint_strength,
         track_name=s.track_name,
         track_classes=list(s.track_classes) or None,
+        adapters=[(choice.path, choice.weight) for choice in task.loras],
     )
 
 
 def batch_key(task: AudioInferenceTask) -> tuple | None:
     """Which queued tasks may share a DiT batch, from the task alone: a task is queued before its
     model may even be loaded. It mirrors `CantataPipeline.batch_key` (same sampler settings,
-    text-to-music only); the worker still splits a batch by the pipeline's own key before running it."""
+    text-to-music only); the worker still splits a batch by the pipeline's own key before running it.
+    Adapters (`lora`) are in neither key: each item's adapters act on its own rows of the batch."""
     if task.task_kind != TEXT2MUSIC or task.inputs.reference_audios:
         return None
     s = task.settings

@@ -48,6 +48,15 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class LoraChoice:
+    """One adapter of the request's `lora` list, resolved at acceptance against the registry."""
+
+    name: str  # the installed adapter's name
+    path: str  # where the registry keeps it (the worker loads it from there)
+    weight: float
+
+
+@dataclass(frozen=True)
 class AudioInferenceTask:
     task_uuid: str
     variant: Variant
@@ -70,6 +79,7 @@ class AudioInferenceTask:
     ttl: int | None
     inputs: Inputs
     settings: Settings
+    loras: tuple[LoraChoice, ...] = ()  # Cantata extension (`lora`): summed with their weights
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -83,4 +93,5 @@ class AudioInferenceTask:
         data["audio_settings"] = AudioSettings(**data["audio_settings"]) if data["audio_settings"] else None
         data["inputs"] = Inputs(**{**data["inputs"], "reference_audios": tuple(data["inputs"]["reference_audios"])})
         data["settings"] = Settings(**{**data["settings"], "track_classes": tuple(data["settings"]["track_classes"])})
+        data["loras"] = tuple(LoraChoice(**choice) for choice in data.get("loras", ()))
         return cls(**data)

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from ..models.acestep import AceStepDiT
+from ..models.adapters import use_adapters
+from ..models.adapters.registry import AdapterCache
 from ..models.checkpoint import default_root, ensure_checkpoint
 from ..models.device import resolve_device, resolve_dtype
 from ..models.text_encoder import load_text_encoder
@@ -25,6 +27,7 @@ from .sampler import Phase, SamplerPlan, StepCallback, sample
 log = logging.getLogger(__name__)
 
 SILENCE_PEAK = 1e-6
+ADAPTER_CACHE_BYTES = 2 * 2**30  # loaded adapters kept on the device (the server sets its own budget)
 
 
 class CantataPipeline:
@@ -33,6 +36,7 @@ class CantataPipeline:
         self.dit = dit
         self.vae = vae
         self.conditioner = Conditioner(tokenizer, text_encoder, dit.condition_encoder)
+        self.adapter_cache = AdapterCache(dit.transformer, ADAPTER_CACHE_BYTES)
 
     @classmethod
     def from_pretrained(cls, root: str | Path | None = None, variant: str = "xl-sft", *,
@@ -68,7 +72,8 @@ class CantataPipeline:
         """Requests with equal keys can share one DiT batch (`generate_batch`); None: run alone.
 
         Text-to-music requests with the same sampler settings batch whatever their prompts and
-        lengths: padded items are masked (`padded_dit`), so each gets what it would alone.
+        lengths: padded items are masked (`padded_dit`), so each gets what it would alone. Adapters
+        are not part of the key: each item's adapters act only on its own rows (`use_adapters`).
         """
         if request.task != "text2music" or request.reference_audio:
             return None
@@ -85,10 +90,13 @@ class CantataPipeline:
         keys = [self.batch_key(r) for r in requests]
         if len(requests) > 1 and (None in keys or len(set(keys)) > 1):
             raise ValueError("these requests cannot share a batch (different batch_key)")
+        selections = [self.adapter_cache.resolve(r.adapters) for r in requests]
         preps = [self.prepare(r, cancelled) for r in requests]
         plan, noise = self.plan_batch(preps)
         x = noise if preps[0].start is None else preps[0].start(noise)
-        latents = sample(self.dit.transformer, x, noise, plan, on_step=on_step, cancelled=cancelled)
+        rows = [selection for prep, selection in zip(preps, selections) for _ in prep.seeds]  # as plan_batch
+        with use_adapters(self.dit.transformer, rows=rows):
+            latents = sample(self.dit.transformer, x, noise, plan, on_step=on_step, cancelled=cancelled)
         results, row = [], 0
         for prep in preps:
             n = len(prep.seeds)

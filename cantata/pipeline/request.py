@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 import torch
 
 from ..errors import CantataError
+from ..models.adapters import Adapter
 
 SAMPLE_RATE = 48_000
 
@@ -59,6 +62,10 @@ class GenerationRequest:
     repaint_strength: float = 0.5  # used by "balanced"
     track_name: str | None = None  # lego / extract
     track_classes: list[str] | None = None  # complete
+
+    # Adapters (LoRA/LoKr), summed: (a loaded `Adapter`, or the path of one, weight) pairs. Paths are
+    # loaded once and kept by the pipeline's `adapter_cache`; weight 0 or none is the base model.
+    adapters: list[tuple[Adapter | str | Path, float]] = field(default_factory=list)
 
 
 @dataclass
