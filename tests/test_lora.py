@@ -8,7 +8,6 @@ import copy
 import json
 import pickle
 import shutil
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,64 +19,21 @@ from safetensors.torch import save_file
 from cantata.models.acestep import map_key, official_key
 from cantata.models.adapters import AdapterError, load_adapter, use_adapters
 from cantata.pipeline.latents import seeded_noise
-from cantata.pipeline.pipeline import CantataPipeline
 from cantata.pipeline.request import GenerationRequest
 from cantata.pipeline.sampler import sample
-from parity import TOLERANCES, VARIANTS
+from parity import LORA_KIT, errors
 
-KIT = Path(__file__).parent / "fixtures" / "parity-lora"
+KIT = LORA_KIT.folder
 ADAPTERS = KIT / "adapters"
-
-
-@lru_cache
-def manifest() -> dict:
-    return json.loads((KIT / "lora_reference_manifest.json").read_text())["cases"]
-
-
-@lru_cache
-def kit_inputs():
-    return np.load(KIT / "lora_reference_inputs.npz")
-
-
-@lru_cache
-def kit_outputs():
-    return np.load(KIT / "lora_reference_outputs.npz")
-
-
-def errors(ref: np.ndarray, ours) -> tuple[float, float, float]:
-    """(rel L2, max-abs-rel, cosine) of `ours` against `ref`, as the kit's compare.py."""
-    r, c = np.asarray(ref, np.float64).ravel(), np.asarray(ours, np.float64).ravel()
-    rel = np.linalg.norm(c - r) / np.linalg.norm(r)
-    return rel, np.abs(c - r).max() / np.abs(r).max(), float(c @ r / (np.linalg.norm(c) * np.linalg.norm(r)))
-
-
-def assert_kit(key: str, ours) -> None:
-    case, name = key.rsplit("/", 1)
-    cls = manifest()[case]["outputs"][name]["tol"]
-    ref = kit_outputs()[key]
-    assert tuple(np.shape(ours)) == ref.shape, key
-    rel, max_rel, cos = errors(ref, ours)
-    rel_tol, max_tol, cos_tol = TOLERANCES[cls]
-    assert rel <= rel_tol and max_rel <= max_tol and cos >= cos_tol, (
-        f"{key} ({cls}): rel L2 {rel:.3e}, max-abs-rel {max_rel:.3e}, cosine {cos:.12f}")
+manifest = LORA_KIT.manifest
+kit_inputs = LORA_KIT.inputs
+kit_outputs = LORA_KIT.outputs
+assert_kit = LORA_KIT.assert_matches
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
     rel, max_rel, _ = errors(ref.numpy(), ours.numpy())
     assert rel <= tol and max_rel <= tol, f"rel L2 {rel:.3e}, max-abs-rel {max_rel:.3e}"
-
-
-@pytest.fixture(scope="module")
-def pipelines(parity_root):
-    cache = {}
-
-    def get(kit_variant: str) -> CantataPipeline:
-        if kit_variant not in cache:
-            cache[kit_variant] = CantataPipeline.from_pretrained(
-                parity_root, VARIANTS[kit_variant], device="cpu", dtype="fp32", download=False)
-        return cache[kit_variant]
-
-    return get
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +49,8 @@ def adapters(xl):
 
 
 def dit_inputs(case: str) -> list[torch.Tensor]:
-    source = manifest()[case].get("inputs_case", case)
-    t = lambda name: torch.from_numpy(kit_inputs()[f"{source}/{name}"])  # noqa: E731
+    source = manifest[case].get("inputs_case", case)
+    t = lambda name: torch.from_numpy(kit_inputs[f"{source}/{name}"])  # noqa: E731
     return [t("hidden_states"), t("timestep"), t("timestep"), t("encoder_hidden_states"), t("context_latents")]
 
 
@@ -107,18 +63,18 @@ def forward(transformer, args, adapters=(), rows=None) -> torch.Tensor:
 def official_selection(case: str, transformer) -> list:
     """What is acting after the case's official calls: the active adapters at their scales
     (one PEFT adapter at most; toggled-off, unloaded and inactive ones are absent)."""
-    return [(load_adapter(KIT / a["path"], transformer), a["scale"]) for a in manifest()[case]["adapters"] if a["active"]]
+    return [(load_adapter(KIT / a["path"], transformer), a["scale"]) for a in manifest[case]["adapters"] if a["active"]]
 
 
 # -- the kit ---------------------------------------------------------------------------------
 
-DIT_CASES = [c for c, m in manifest().items() if m["kind"] == "dit"]
-SAMPLE_CASES = [c for c, m in manifest().items() if m["kind"] == "sample"]
+DIT_CASES = [c for c, m in manifest.items() if m["kind"] == "dit"]
+SAMPLE_CASES = [c for c, m in manifest.items() if m["kind"] == "sample"]
 
 
 @pytest.mark.parametrize("case", DIT_CASES)
 def test_dit_case(case, pipelines):
-    transformer = pipelines(manifest()[case]["variant"]).dit.transformer
+    transformer = pipelines(manifest[case]["variant"]).dit.transformer
     v = forward(transformer, dit_inputs(case), official_selection(case, transformer))
     assert_kit(f"{case}/velocity", v)
 
@@ -126,7 +82,7 @@ def test_dit_case(case, pipelines):
 @pytest.mark.parametrize("case", SAMPLE_CASES)
 def test_sampling_case(case, pipelines):
     """Strings and seed in, final latents out, with the case's adapter acting on the DiT."""
-    m = manifest()[case]
+    m = manifest[case]
     pipe = pipelines(m["variant"])
     prep = pipe.prepare(GenerationRequest(
         caption=m["caption"], lyrics=m["lyrics"], language=m["vocal_language"], duration=m["duration_s"],
@@ -135,9 +91,9 @@ def test_sampling_case(case, pipelines):
         cfg_interval=tuple(m["cfg_interval"]), dcw=m["dcw"]["dcw_enabled"]))
     assert_kit(f"{case}/encoder_hidden_states", prep.plan.phases[0].cond)
     assert_kit(f"{case}/context_latents", prep.plan.phases[0].context)
-    assert torch.equal(prep.plan.timesteps, torch.from_numpy(kit_inputs()[f"{case}/timesteps"]))
+    assert torch.equal(prep.plan.timesteps, torch.from_numpy(kit_inputs[f"{case}/timesteps"]))
     noise = seeded_noise(prep.seeds, prep.frames, 64, pipe.device, pipe.dtype)
-    assert torch.equal(noise, torch.from_numpy(kit_inputs()[f"{case}/noise"]))
+    assert torch.equal(noise, torch.from_numpy(kit_inputs[f"{case}/noise"]))
     with use_adapters(pipe.dit.transformer, official_selection(case, pipe.dit.transformer)):
         latents = sample(pipe.dit.transformer, noise, noise, prep.plan)
     assert_kit(f"{case}/target_latents", latents)
@@ -157,7 +113,7 @@ def test_official_alpha_over_r_plays_at_full_strength(xl):
     (the official result); its weights file alone -- what diffusers 0.42 and ComfyUI read --
     carries no alpha and plays at half strength, 6.6e-2 off, unless given weight 2."""
     args = dit_inputs("xl-sft/dit_base")
-    official = kit_outputs()["xl-sft/dit_lora_a/velocity"]
+    official = kit_outputs["xl-sft/dit_lora_a/velocity"]
     assert_kit("xl-sft/dit_lora_a/velocity", forward(xl, args, [(load_adapter(ADAPTERS / "xl-sft_lora_a", xl), 1.0)]))
     weights_only = load_adapter(ADAPTERS / "xl-sft_lora_a" / "adapter_model.safetensors", xl)
     assert errors(official, forward(xl, args, [(weights_only, 1.0)]))[0] > 5e-2

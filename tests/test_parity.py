@@ -11,35 +11,21 @@ from cantata.models.acestep import AceStepDiT
 from cantata.pipeline import prompts
 from cantata.pipeline.decode import decode_latents, finish_audio
 from cantata.pipeline.latents import seeded_noise, silence
-from cantata.pipeline.pipeline import CantataPipeline
 from cantata.pipeline.request import GenerationRequest, SourceAudio
 from cantata.pipeline.sampler import sample
-from parity import VARIANTS, assert_matches, inputs, manifest
+from parity import DIT_KIT, VARIANTS
 
-SAMPLE_CASES = [c for c, m in manifest().items() if m["kind"] == "sample"]
-
-
-@pytest.fixture(scope="module")
-def pipelines(parity_root):
-    cache = {}
-
-    def get(kit_variant: str) -> CantataPipeline:
-        if kit_variant not in cache:
-            cache[kit_variant] = CantataPipeline.from_pretrained(
-                parity_root, VARIANTS[kit_variant], device="cpu", dtype="fp32", download=False)
-        return cache[kit_variant]
-
-    return get
+SAMPLE_CASES = [c for c, m in DIT_KIT.manifest.items() if m["kind"] == "sample"]
 
 
 def _tensor(key: str) -> torch.Tensor:
-    return torch.from_numpy(inputs()[key])
+    return torch.from_numpy(DIT_KIT.inputs[key])
 
 
 @pytest.mark.parametrize("kit_variant", list(VARIANTS))
 def test_condition_case_from_strings(kit_variant, pipelines):
     """Prompt strings -> token ids -> Qwen3 / lyric lookup -> condition encoder, batch of two."""
-    case = manifest()[f"{kit_variant}/cond"]
+    case = DIT_KIT.manifest[f"{kit_variant}/cond"]
     items = case["items"]
     metas = [prompts.metas_string(it["bpm"], int(it["ts"]) if it["ts"] else None,
                                   prompts.normalize_keyscale(it["key"]), it["duration"]) for it in items]
@@ -58,19 +44,19 @@ def test_condition_case_from_strings(kit_variant, pipelines):
     assert torch.equal(lids, _tensor(f"{key}/lyric_token_ids"))
 
     text, _ = c.caption_states(captions)
-    assert_matches(f"{key}/text_hidden_states", text)
+    DIT_KIT.assert_matches(f"{key}/text_hidden_states", text)
     lyric, _ = c.lyric_states(lyrics)
-    assert_matches(f"{key}/lyric_hidden_states", lyric)
+    DIT_KIT.assert_matches(f"{key}/lyric_hidden_states", lyric)
     enc = c.condition_encoder
     with torch.no_grad():
-        assert_matches(f"{key}/lyric_encoder_out", enc.lyric_encoder(lyric, lmask))
+        DIT_KIT.assert_matches(f"{key}/lyric_encoder_out", enc.lyric_encoder(lyric, lmask))
         order = torch.arange(2)
         timbre = silence(pipelines(kit_variant).dit.silence_latent, 750).expand(2, -1, -1)
         assert torch.equal(timbre, _tensor(f"{key}/refer_audio_latents"))
-        assert_matches(f"{key}/timbre_embs", enc.timbre_encoder(timbre, order)[0])
+        DIT_KIT.assert_matches(f"{key}/timbre_embs", enc.timbre_encoder(timbre, order)[0])
     packed = c.encode(captions, lyrics, timbre, order)
-    assert_matches(f"{key}/encoder_hidden_states", packed.states)
-    assert_matches(f"{key}/encoder_attention_mask", packed.mask.bool())
+    DIT_KIT.assert_matches(f"{key}/encoder_hidden_states", packed.states)
+    DIT_KIT.assert_matches(f"{key}/encoder_attention_mask", packed.mask.bool())
 
 
 @pytest.mark.parametrize("kit_variant", list(VARIANTS))
@@ -81,7 +67,7 @@ def test_dit_forward(kit_variant, pipelines):
         v = pipelines(kit_variant).dit.transformer(
             _tensor(f"{key}/hidden_states"), t, t, _tensor(f"{key}/encoder_hidden_states"),
             _tensor(f"{key}/context_latents")).sample
-    assert_matches(f"{key}/velocity", v)
+    DIT_KIT.assert_matches(f"{key}/velocity", v)
 
 
 def test_xl_timbre_needs_the_cls_token(parity_root):
@@ -93,11 +79,11 @@ def test_xl_timbre_needs_the_cls_token(parity_root):
     with torch.no_grad():
         plain = enc(timbre, torch.arange(2))[0]
     with pytest.raises(AssertionError):
-        assert_matches("xl-sft/cond/timbre_embs", plain)
+        DIT_KIT.assert_matches("xl-sft/cond/timbre_embs", plain)
 
 
 def request_for(case: str) -> GenerationRequest:
-    m = manifest()[case]
+    m = DIT_KIT.manifest[case]
     source = None
     if m["task"] in ("cover", "repaint"):
         source = SourceAudio(latents=_tensor(f"{case}/source_latents")[0])
@@ -115,15 +101,15 @@ def request_for(case: str) -> GenerationRequest:
 @pytest.mark.parametrize("case", SAMPLE_CASES)
 def test_sampling_case(case, pipelines):
     """Strings and seed in, final latents out; noise and schedule are checked on the way."""
-    pipe = pipelines(manifest()[case]["variant"])
+    pipe = pipelines(DIT_KIT.manifest[case]["variant"])
     prep = pipe.prepare(request_for(case))
-    assert_matches(f"{case}/encoder_hidden_states", prep.plan.phases[0].cond)
-    assert_matches(f"{case}/context_latents", prep.plan.phases[0].context)
+    DIT_KIT.assert_matches(f"{case}/encoder_hidden_states", prep.plan.phases[0].cond)
+    DIT_KIT.assert_matches(f"{case}/context_latents", prep.plan.phases[0].context)
     assert torch.equal(prep.plan.timesteps, _tensor(f"{case}/timesteps"))
     noise = seeded_noise(prep.seeds, prep.frames, 64, pipe.device, pipe.dtype)
     assert torch.equal(noise, _tensor(f"{case}/noise"))
     latents = sample(pipe.dit.transformer, noise, noise, prep.plan)
-    assert_matches(f"{case}/target_latents", latents)
+    DIT_KIT.assert_matches(f"{case}/target_latents", latents)
 
 
 def test_generate_matches_latents_and_waveform(pipelines):
@@ -132,10 +118,10 @@ def test_generate_matches_latents_and_waveform(pipelines):
     pipe = pipelines("xl-sft")
     result = pipe.generate(request_for(case))
     assert result.seeds == [1234] and result.sample_rate == 48000
-    assert_matches(f"{case}/target_latents", result.latents)
-    assert_matches(f"{case}/waveform_norm_m1db", result.audio)
+    DIT_KIT.assert_matches(f"{case}/target_latents", result.latents)
+    DIT_KIT.assert_matches(f"{case}/waveform_norm_m1db", result.audio)
     raw = finish_audio(decode_latents(pipe.vae, result.latents), normalize_dbfs=None)
-    assert_matches(f"{case}/waveform", raw)
+    DIT_KIT.assert_matches(f"{case}/waveform", raw)
     assert np.isclose(result.audio.abs().max().item(), 10 ** (-1 / 20), atol=1e-6)
 
 
@@ -145,7 +131,7 @@ def test_outpainting_metas_keep_the_source_duration(window, pipelines):
     the outpainted length: a 147-frame (5.88 s) source outpainted to 8.7 s (or by 2 s before its
     start) is still conditioned on "duration: 5 seconds". The reference condition is encoded from
     the kit's own repaint prompt string with that duration; the extended duration must differ."""
-    case = manifest()["xl-sft/repaint"]
+    case = DIT_KIT.manifest["xl-sft/repaint"]
     pipe = pipelines("xl-sft")
     req = request_for("xl-sft/repaint")
     req.source = SourceAudio(latents=_tensor("xl-sft/repaint/source_latents")[0, :147])

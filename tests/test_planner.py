@@ -6,10 +6,7 @@ with thinking down to the final latents. Plus the loading, batching and merge ru
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,51 +26,23 @@ from cantata.planner.fsm import MetadataFSM
 from cantata.planner.hints import quantized_codes
 from cantata.planner.tokenizer import AUDIO_CODE_BASE, VALID_CODES
 from parity import FIXTURES as DIT_FIXTURES
-from parity import TOLERANCES
+from parity import LM_KIT
 
-KIT = Path(__file__).parent / "fixtures" / "parity-lm"
+KIT = LM_KIT.folder
 CHECKPOINTS = KIT / "checkpoints"
 EOS_AND_CODES = [151645] + list(range(AUDIO_CODE_BASE, AUDIO_CODE_BASE + VALID_CODES))
 
 
-@lru_cache
-def manifest() -> dict:
-    return json.loads((KIT / "lm_reference_manifest.json").read_text())["cases"]
+manifest = LM_KIT.manifest
+reference = LM_KIT.outputs
+kit_inputs = LM_KIT.inputs
 
 
-@lru_cache
-def reference() -> dict[str, np.ndarray]:
-    with np.load(KIT / "lm_reference_outputs.npz") as f:
-        return {k: f[k] for k in f.files}
+GENERATE_CASES = [c for c, m in manifest.items() if m["kind"] == "lm_generate"]
+FSM_CASES = [c for c, m in manifest.items() if m["kind"] == "fsm"]
 
 
-@lru_cache
-def kit_inputs() -> dict[str, np.ndarray]:
-    with np.load(KIT / "lm_reference_inputs.npz") as f:
-        return {k: f[k] for k in f.files}
-
-
-GENERATE_CASES = [c for c, m in manifest().items() if m["kind"] == "lm_generate"]
-FSM_CASES = [c for c, m in manifest().items() if m["kind"] == "fsm"]
-
-
-def assert_kit(key: str, ours) -> None:
-    """Compare with the official output under the kit's tolerance class for `key`."""
-    ref = reference()[key]
-    ours = np.asarray(ours)
-    assert ours.shape == ref.shape, f"{key}: shape {ours.shape} != {ref.shape}"
-    case, name = key.rsplit("/", 1)
-    cls = manifest()[case]["outputs"][name]["tol"]
-    if cls == "exact":
-        assert np.array_equal(ours, ref), f"{key}: not bit-identical"
-        return
-    rel_tol, max_tol, cos_tol = TOLERANCES[cls]
-    r, c = ref.astype(np.float64).ravel(), ours.astype(np.float64).ravel()
-    rel = np.linalg.norm(c - r) / np.linalg.norm(r)
-    max_rel = np.abs(c - r).max() / np.abs(r).max()
-    cos = float(c @ r / (np.linalg.norm(c) * np.linalg.norm(r)))
-    assert rel <= rel_tol and max_rel <= max_tol and cos >= cos_tol, (
-        f"{key} ({cls}): rel L2 {rel:.3e}, max-abs-rel {max_rel:.3e}, cosine {cos:.12f}")
+assert_kit = LM_KIT.assert_matches
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,7 +67,7 @@ def dit() -> AceStepDiT:
 
 def request_for(case: str) -> PlanRequest:
     """A kit case as a planner request; sampled cases carry the kit's seed(s)."""
-    m = manifest()[case]
+    m = manifest[case]
     s, user = m["sampling"], m["user_metadata"] or {}
     seeds = m["batch_seeds"] or ([m["seed"]] if s["temperature"] > 0 else None)
     return PlanRequest(
@@ -130,13 +99,13 @@ def trace_outputs(case: str, phase: str, trace) -> dict[str, np.ndarray]:
 
 
 def test_prompt_strings_and_ids(planner):
-    m = manifest()["lm/prompts"]
+    m = manifest["lm/prompts"]
     caption, lyrics, negative = m["caption"], m["lyrics"], m["negative_prompt"]
     cot_text = prompts.cot_block(m["cot_metadata_example"])
     assert cot_text == m["cot_text_example"]
     user_only = PlanRequest("", bpm=70, keyscale="C minor", timesignature="3", duration=5).user_metadata()
     assert prompts.cot_block(user_only) == m["cot_text_user_metas_only"]
-    inst = manifest()["lm/inst_all_metas_greedy"]
+    inst = manifest["lm/inst_all_metas_greedy"]
     built = {
         "cot": prompts.cot_prompt(caption, lyrics),
         "cot_uncond": prompts.cot_unconditional_prompt(lyrics, None),
@@ -167,10 +136,10 @@ def test_prompt_strings_and_ids(planner):
 @pytest.mark.parametrize("case", FSM_CASES)
 def test_fsm_trace(case, planner):
     """Scores 0 except +10 on the intended token, as the kit drove the official processor."""
-    m = manifest()[case]
-    tokens = reference()[f"{case}/token_ids"]
+    m = manifest[case]
+    tokens = reference[f"{case}/token_ids"]
     if m["phase"] == "codes":
-        prompt = planner.tokenizer.encode(manifest()["lm/prompts"]["prompts"]["codes"])
+        prompt = planner.tokenizer.encode(manifest["lm/prompts"]["prompts"]["codes"])
         fsm = MetadataFSM.for_codes(planner.tables, prompt, m["target_duration"])
     else:
         fsm = MetadataFSM(planner.tables, user=m["user_metadata"] or {}, skip_caption=m["skip_caption"],
@@ -199,7 +168,7 @@ def runs(planner, dit):
     """Every generation case planned through `Planner.plan`, as kit-keyed outputs."""
     results, plans = {}, {}
     for case in GENERATE_CASES:
-        keep = manifest()[case].get("first_caption_step", 0) + 1
+        keep = manifest[case].get("first_caption_step", 0) + 1
         plan = planner.plan([request_for(case)], keep_logits_steps=keep)[0]
         plans[case] = plan
         for phase, trace in plan.traces.items():
@@ -210,10 +179,10 @@ def runs(planner, dit):
                 results[f"{case}/audio_codes{suffix}"] = np.array(codes)
                 results[f"{case}/fsq_5hz{suffix}"] = quantized_codes(dit, codes).numpy()
                 results[f"{case}/lm_hints_25hz{suffix}"] = codes_to_hints(dit, codes).numpy()
-        if "first_caption_step" in manifest()[case]:
+        if "first_caption_step" in manifest[case]:
             cot, codes = plan.traces["cot"], plan.traces["codes"]
             results[f"{case}/cot_logits_step0"] = cot.logits[0].numpy()
-            results[f"{case}/cot_logits_first_caption_step"] = cot.logits[manifest()[case]["first_caption_step"]].numpy()
+            results[f"{case}/cot_logits_first_caption_step"] = cot.logits[manifest[case]["first_caption_step"]].numpy()
             results[f"{case}/codes_logits_step0_eos_and_codes"] = codes.logits[0][:, EOS_AND_CODES].numpy()
             results[f"{case}/codes_cfg_logits_step0_eos_and_codes"] = codes.guided_logits[0][None, EOS_AND_CODES].numpy()
             results[f"{case}/codes_sampling_kept_step0_eos_and_codes"] = codes.kept[0][None, EOS_AND_CODES].numpy()
@@ -225,15 +194,15 @@ def test_planner_case(case, runs, planner):
     """Token ids, allowed sets, hidden states, codes and hints of every phase; parsed metadata,
     output text, FSM states and the phase inputs as the kit recorded them."""
     results, plans = runs
-    m, plan = manifest()[case], plans[case]
-    keys = [k for k in reference() if k.startswith(case + "/")]
+    m, plan = manifest[case], plans[case]
+    keys = [k for k in reference if k.startswith(case + "/")]
     assert sorted(k for k in results if k.startswith(case + "/")) == sorted(keys)
     for key in keys:
         assert_kit(key, results[key])
     assert plan.metadata == m["metadata"]
     assert [len(c) for c in plan.codes] == m["audio_code_counts"]
     phases = dict(zip(plan.traces, m["phases"]))
-    tok, inputs = planner.tokenizer, kit_inputs()
+    tok, inputs = planner.tokenizer, kit_inputs
     for name, phase in phases.items():
         trace = plan.traces[name]
         assert tok.decode(trace.tokens) == phase["output_text"]
@@ -255,8 +224,8 @@ def test_requests_planned_in_one_batch_match_their_solo_runs(planner):
     plans = planner.plan([request_for(c) for c in cases])
     for case, plan in zip(cases, plans):
         for phase, trace in plan.traces.items():
-            assert trace.tokens == reference()[f"{case}/{phase}_token_ids"].tolist(), (case, phase)
-        assert plan.metadata == manifest()[case]["metadata"]
+            assert trace.tokens == reference[f"{case}/{phase}_token_ids"].tolist(), (case, phase)
+        assert plan.metadata == manifest[case]["metadata"]
 
 
 # -- the full text-to-music case ------------------------------------------------------------------
@@ -270,7 +239,7 @@ def test_text2music_with_thinking_down_to_the_final_latents(planner, parity_root
     latents and its context is then set to the hints themselves (not re-quantized), which is
     what the official handler does with `precomputed_lm_hints_25Hz`."""
     case = "xl-sft/lm_t2m"
-    m = manifest()[case]
+    m = manifest[case]
     s = m["lm_sampling"]
     request = PlanRequest(m["caption"], m["lyrics"], duration=m["duration_s"], seeds=[m["seed"]],
                           sampling=SamplingSettings(s["temperature"], s["cfg_scale"], s["top_k"], s["top_p"]),
@@ -299,19 +268,19 @@ def test_text2music_with_thinking_down_to_the_final_latents(planner, parity_root
     assert_kit(f"{case}/encoder_hidden_states", phase.cond)
     assert_kit(f"{case}/context_latents", phase.context)
     noise = seeded_noise(prep.seeds, prep.frames, 64, pipe.device, pipe.dtype)
-    assert torch.equal(noise, torch.from_numpy(kit_inputs()[f"{case}/noise"]))
+    assert torch.equal(noise, torch.from_numpy(kit_inputs[f"{case}/noise"]))
     assert_kit(f"{case}/target_latents", sample(pipe.dit.transformer, noise, noise, plan_dit))
 
 
 def test_every_kit_key_is_checked(runs):
     """The keys above: prompts (13), FSM traces (12), the ten planner runs, and the full case (5)."""
     results, _ = runs
-    prompt_keys = {k for k in reference() if k.startswith("lm/prompts/")}
+    prompt_keys = {k for k in reference if k.startswith("lm/prompts/")}
     fsm_keys = {f"{c}/{n}" for c in FSM_CASES for n in ("token_ids", "n_allowed", "allowed_small")}
-    full_keys = {k for k in reference() if k.startswith("xl-sft/lm_t2m/")}
+    full_keys = {k for k in reference if k.startswith("xl-sft/lm_t2m/")}
     assert len(prompt_keys) == 13 and len(full_keys) == 5
-    assert set(results) | prompt_keys | fsm_keys | full_keys == set(reference())
-    assert len(reference()) == 137
+    assert set(results) | prompt_keys | fsm_keys | full_keys == set(reference)
+    assert len(reference) == 137
 
 
 # -- loading, defaults, merge -------------------------------------------------------------------------

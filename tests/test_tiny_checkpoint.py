@@ -136,9 +136,9 @@ def test_text_encoder_loads_with_transformers(root):
 def test_tokenizer_gives_the_official_ids(root, parity_root):
     """Ids the official code recorded for the caption and lyric prompts, `<|endoftext|>` included."""
     tokenizer = AutoTokenizer.from_pretrained(root / TEXT_ENCODER_DIR)
-    case = parity.manifest()["xl-sft/cond"]
+    case = parity.DIT_KIT.manifest["xl-sft/cond"]
     for field, ids in (("caption_prompts", "text_token_ids"), ("lyric_prompts", "lyric_token_ids")):
-        prompt, recorded = case[field][0], parity.inputs()[f"xl-sft/cond/{ids}"][0]
+        prompt, recorded = case[field][0], parity.DIT_KIT.inputs[f"xl-sft/cond/{ids}"][0]
         ours = tokenizer(prompt).input_ids
         assert ours == recorded[: len(ours)].tolist() and 151643 in ours
         assert ours == AutoTokenizer.from_pretrained(parity_root / TEXT_ENCODER_DIR)(prompt).input_ids
