@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import CantataError
 from ..models.adapters import Adapter
+
+if TYPE_CHECKING:  # the planner imports the pipeline's context builders, not the other way round
+    from ..planner.sampling import SamplingSettings as PlannerSampling
 
 SAMPLE_RATE = 48_000
 
@@ -67,6 +71,31 @@ class GenerationRequest:
     # loaded once and kept by the pipeline's `adapter_cache`; weight 0 or none is the base model.
     adapters: list[tuple[Adapter | str | Path, float]] = field(default_factory=list)
 
+    # The 5 Hz LM planner (`cantata.pipeline.thinking`): a pipeline with a planner completes the
+    # missing bpm / key / time signature / duration of a text-to-music request; `thinking` also
+    # has it write audio codes that guide the DiT. The user's values always win.
+    thinking: bool = False
+    planner_sampling: PlannerSampling | None = None  # None: the planner's defaults
+    rewrite_caption: bool = False  # the planner's caption replaces the user's (official: on)
+    # 25 Hz semantic hints `[items or 1, frames, 64]` (from audio codes): text-to-music rendered
+    # over them, as the official handler does with `precomputed_lm_hints_25Hz`; they set the length.
+    semantic_hints: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PlannedMetadata:
+    """What the planner decided for one request, as the DiT used it: the user's values where
+    given, the planner's where missing. `language` is the planner's guess (officially it never
+    reaches the DiT); `caption` is set only when the planner's caption replaced the user's."""
+
+    bpm: int | None
+    keyscale: str | None
+    timesignature: int | None
+    duration: float | None
+    language: str | None
+    caption: str | None
+    codes: int  # audio codes written per item (0 without thinking)
+
 
 @dataclass
 class GenerationResult:
@@ -74,6 +103,7 @@ class GenerationResult:
     sample_rate: int
     seeds: list[int]
     latents: torch.Tensor  # [batch, frames, 64] final latents (model dtype, CPU)
+    planned: PlannedMetadata | None = None  # what the planner decided; None when it did not run
 
 
 class GenerationCancelled(Exception):
