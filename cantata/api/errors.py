@@ -10,6 +10,8 @@ the task it belongs to and the HTTP status a reply carrying only it should use.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from ..errors import CATALOGUE, CantataError, all_codes
@@ -23,6 +25,9 @@ DEFAULT_DOCS_BASE = "http://localhost:8080"
 ERROR_CODES: dict[str, str] = {code: entry.description for code, entry in CATALOGUE.items() if entry.validation}
 
 
+_LIST_INDEX = re.compile(r"\[\d+\]")
+
+
 def documentation_url(parameter: str | list[str] | None, docs_base: str = DEFAULT_DOCS_BASE) -> str:
     """Link to our API reference, anchored the way Runware anchors its own (`settings.bpm` ->
     `#request-settings-bpm`), so a client that follows the link lands on the field."""
@@ -30,7 +35,8 @@ def documentation_url(parameter: str | list[str] | None, docs_base: str = DEFAUL
     first = parameter[0] if isinstance(parameter, list) and parameter else parameter
     if not isinstance(first, str):
         return page
-    return f"{page}#request-{first.replace('.', '-').lower()}"
+    field = _LIST_INDEX.sub("", first)  # lora[0].model -> lora.model
+    return f"{page}#request-{field.replace('.', '-').lower()}"
 
 
 class RunwareError(CantataError):
