@@ -4,6 +4,7 @@ and talk to any Runware-compatible server (`cantata run`)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -96,6 +97,12 @@ def _add_generate(sub) -> None:
     p.add_argument("--demo", action="store_true",
                    help="use tiny random checkpoints (made on first use): runs anywhere in seconds, output is noise")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
+    p.add_argument("--planner", default="auto", help="the 5 Hz LM planner: auto (one already under the checkpoints "
+                   "root, 1.7B first; --demo ships a tiny one), none, 0.6B, 1.7B or 4B (downloaded when missing)")
+    p.add_argument("--think", action="store_true",
+                   help="text-to-music: the planner writes audio codes that guide the DiT (needs a planner)")
+    p.add_argument("--rewrite-caption", action="store_true",
+                   help="let the planner's caption replace yours (off by default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
     p.add_argument("--bitrate", type=int, help="kbps for MP3/OGG")
@@ -156,6 +163,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--demo", action="store_true",
                    help="serve tiny random checkpoints (made on first use): the whole API in seconds, audio is noise")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
+    p.add_argument("--planner", help="the 5 Hz LM planner: auto (default: one already under the checkpoints root, "
+                   "1.7B first; --demo ships a tiny one), none, 0.6B, 1.7B or 4B (downloaded when missing)")
     p.add_argument("--no-auth", action="store_true", help="accept requests without an API key (local use only)")
     p.add_argument("--api-keys-file", type=Path, help="hashed API keys (default <data-dir>/api-keys)")
     p.add_argument("--loras", type=Path, help="adapter registry folder (default <data-dir>/loras)")
@@ -279,9 +288,14 @@ def demo_checkpoints(variant: str) -> Path:
     from .models.tiny import write_tiny_checkpoint
     from .models.variants import get_variant
 
+    from .planner.checkpoint import DEFAULT_PLANNER, get_planner_spec
+    from .planner.tiny import write_tiny_planner
+
     v = get_variant(variant)
     if not (DEMO_ROOT / v.dirname / "config.json").is_file():
         write_tiny_checkpoint(DEMO_ROOT, [v.name])
+    if not (DEMO_ROOT / get_planner_spec(DEFAULT_PLANNER).dirname / "config.json").is_file():
+        write_tiny_planner(DEMO_ROOT, DEFAULT_PLANNER)
     return DEMO_ROOT
 
 
@@ -295,9 +309,19 @@ def cmd_generate(args) -> int:
     if fmt not in FILE_EXTENSIONS:
         raise SystemExit(f"cannot tell the format from {args.output.name!r}: use .mp3, .wav, .flac or .ogg")
     lyrics = args.lyrics_file.read_text() if args.lyrics_file else args.lyrics
+    from .models.checkpoint import default_root
+    from .planner import PLANNERS, served_planner
+
     root = demo_checkpoints(args.model) if args.demo else args.checkpoints
+    try:
+        planner = served_planner(root or default_root(), args.planner)
+    except ValueError as exc:
+        raise SystemExit(f"--planner: {exc}") from None
+    if args.think and planner is None:
+        raise SystemExit("--think needs the 5 Hz LM planner: none found under the checkpoints root "
+                         f"(pass --planner {' / '.join(PLANNERS)} to download one)")
     pipe = CantataPipeline.from_pretrained(root, args.model, device=args.device, dtype=args.dtype,
-                                           download=not args.no_download)
+                                           download=not args.no_download, planner=planner)
     task = args.task or ("repaint" if args.repaint else "cover" if args.audio else "text2music")
     if task != "text2music" and args.audio is None:
         raise SystemExit(f"--task {task} needs --audio FILE")
@@ -313,6 +337,7 @@ def cmd_generate(args) -> int:
         repaint_start=start, repaint_end=end, repaint_mode=args.repaint_mode, repaint_strength=args.repaint_strength,
         track_name=args.track, track_classes=args.track_classes.split(",") if args.track_classes else None,
         adapters=_adapters(args.lora or [], args.loras, pipe.variant),
+        thinking=args.think, rewrite_caption=args.rewrite_caption,
     )
     with tqdm(total=sampling_params(pipe.variant, steps=request.steps).steps, desc="diffusion", unit="step") as bar:
         def on_step(done: int, total: int) -> None:
@@ -325,6 +350,9 @@ def cmd_generate(args) -> int:
         path.write_bytes(encode(audio.numpy(), result.sample_rate, fmt, out_sample_rate=args.sample_rate,
                                 channels=args.channels, bitrate_kbps=args.bitrate))
         print(f"{path}  seed={seed}  {audio.shape[-1] / result.sample_rate:.1f}s")
+    if result.planned is not None:
+        planned = {k: v for k, v in dataclasses.asdict(result.planned).items() if v is not None}
+        print("planned: " + "  ".join(f"{k}={v}" for k, v in planned.items()))
     if args.demo:
         print("(demo checkpoints have random weights: the audio is noise)")
     return 0
@@ -369,7 +397,7 @@ def cmd_serve(args) -> int:
         args, host=args.host, port=args.port, public_url=args.public_url, checkpoints=args.checkpoints,
         models=args.model, device=args.device, dtype=args.dtype, demo=args.demo or None,
         download=False if args.no_download else None, no_auth=args.no_auth or None,
-        allow_private_urls=args.allow_private_urls or None, loras=args.loras)
+        allow_private_urls=args.allow_private_urls or None, loras=args.loras, planner=args.planner)
     if not args.verbose:
         logging.getLogger().setLevel(config.log_level.upper())
     if config.demo and args.checkpoints is None:

@@ -24,6 +24,10 @@ Serving
   download [true]             fetch missing checkpoint files from the Hugging Face Hub.
   demo [false]                the checkpoints are tiny random ones: every result is noise, and
                               the logs say so.
+  planner [auto]              the 5 Hz LM planner (metadata completion, `thinking`): auto serves
+                              one already complete under the checkpoints root (1.7B first, never
+                              downloaded; `--demo` writes a tiny 1.7B), none serves none, 0.6B,
+                              1.7B or 4B serves that one (downloaded like the DiT when missing).
   loras [<data_dir>/loras]    the adapter registry: one folder per adapter, installed by
                               `cantata lora add`; new ones are picked up without a restart.
   lora_cache_mb [2048]        device memory for loaded adapters per model (least recently used
@@ -114,6 +118,7 @@ class ServerConfig:
     dtype: str = "auto"
     download: bool = True
     demo: bool = False
+    planner: str = "auto"
     loras: Path | None = None
     lora_cache_mb: int = 2048
 
@@ -166,6 +171,11 @@ class ServerConfig:
             object.__setattr__(self, "api_keys_file", self.data_dir / "api-keys")
         if self.loras is None:
             object.__setattr__(self, "loras", self.data_dir / "loras")
+        from .planner.checkpoint import AUTO_PLANNER, NO_PLANNER, PLANNERS  # imports torch: not at module load
+
+        if self.planner.lower() not in (AUTO_PLANNER, NO_PLANNER, *(n.lower() for n in PLANNERS)):
+            raise ConfigError(f"planner: {self.planner!r} is not {AUTO_PLANNER}, {NO_PLANNER} or one of "
+                              f"{', '.join(PLANNERS)}")
 
     # -- derived views, so other modules never re-derive them differently -----------------------
 

@@ -120,6 +120,16 @@ CATALOGUE: dict[str, Code] = {
     "invalidLoraModel": _field("lora[i].model is not the name or AIR of an installed adapter for the requested "
                                "model's architecture."),
     "invalidLoraWeight": _field("lora[i].weight is not a number in -4..4."),
+    "invalidThinking": _field("settings.thinking is not a boolean."),
+    "unsupportedThinking": _field("settings.thinking is true but this server has no planner (5 Hz LM)."),
+    "invalidPlanner": _field("settings.planner is not 0.6B, 1.7B or 4B."),
+    "unsupportedPlanner": _field("A planner setting names a planner this server does not serve, or was sent to a "
+                                 "server without one."),
+    "invalidPlannerTemperature": _field("settings.plannerTemperature is not a number in 0..2."),
+    "invalidPlannerCFGScale": _field("settings.plannerCFGScale is not a number in 1..10."),
+    "invalidPlannerTopK": _field("settings.plannerTopK is not an integer in 0..1000."),
+    "invalidPlannerTopP": _field("settings.plannerTopP is not a number in 0..1."),
+    "invalidRewriteCaption": _field("settings.rewriteCaption is not a boolean."),
     # -- the request, the API key and the other task types -------------------------------------
     "missingApiKey": Code(401, "No API key: send 'Authorization: Bearer <key>' or a leading authentication task."),
     "invalidApiKey": Code(401, "The API key is not one this server knows."),

@@ -130,7 +130,7 @@ class _Sink:
         for uuid in uuids:
             self.progress.setdefault(uuid, []).append(done / total)
 
-    def complete(self, job, seeds, audio, gpu_seconds):
+    def complete(self, job, seeds, audio, gpu_seconds, planned=None):
         self.done[job.uuid] = seeds
 
     def fail(self, uuid, code, message, parameter=None):

@@ -363,7 +363,7 @@ class _Sink:
     def report_progress(self, uuids, done, total):
         pass
 
-    def complete(self, job, seeds, audio, gpu_seconds):
+    def complete(self, job, seeds, audio, gpu_seconds, planned=None):
         self.done[job.uuid] = (seeds, [a.ext for a in audio])
 
     def fail(self, uuid, code, message, parameter=None):

@@ -221,6 +221,15 @@ BAD = [
     ("lora unknown", req(lora=[{"model": "style", "weight": 0.5}]), "invalidLoraModel", "lora[0].model"),
     ("lora weight 5", req(lora=[{"model": "style", "weight": 5}]), "invalidLoraWeight", "lora[0].weight"),
     ("lora weight text", req(lora=[{"model": "style", "weight": "1"}]), "invalidLoraWeight", "lora[0].weight"),
+    ("thinking string", st(thinking="yes"), "invalidThinking", "settings.thinking"),
+    ("thinking without a planner", st(thinking=True), "unsupportedThinking", "settings.thinking"),
+    ("planner 3B", st(planner="3B"), "invalidPlanner", "settings.planner"),
+    ("planner setting without a planner", st(plannerTopP=0.5), "unsupportedPlanner", "settings.plannerTopP"),
+    ("planner temperature 3", st(plannerTemperature=3), "invalidPlannerTemperature", "settings.plannerTemperature"),
+    ("planner CFG 0.5", st(plannerCFGScale=0.5), "invalidPlannerCFGScale", "settings.plannerCFGScale"),
+    ("planner top-k float", st(plannerTopK=1.5), "invalidPlannerTopK", "settings.plannerTopK"),
+    ("planner top-p 2", st(plannerTopP=2), "invalidPlannerTopP", "settings.plannerTopP"),
+    ("rewrite caption string", st(rewriteCaption="no"), "invalidRewriteCaption", "settings.rewriteCaption"),
 ]
 
 
@@ -331,7 +340,8 @@ def test_turbo_allow_list_body():
         validate_audio_inference(st(TURBO, guidanceType="cfg"))
     assert info.value.allowed_values == (
         "'lyrics','bpm','keyScale','timeSignature','vocalLanguage','coverConditioningScale',"
-        "'repaintingStart','repaintingEnd','repaintMode','repaintStrength','dcw'"
+        "'repaintingStart','repaintingEnd','repaintMode','repaintStrength','dcw','thinking','planner',"
+        "'plannerTemperature','plannerCFGScale','plannerTopK','plannerTopP','rewriteCaption'"
     )
     assert allowed_settings_keys(VARIANTS["xl-base"])[-3:] == ("task", "trackName", "trackClasses")
     assert "guidanceType" in allowed_settings_keys(VARIANTS["xl-sft"])

@@ -111,7 +111,8 @@ class Dispatcher:
     # -- audioInference --------------------------------------------------------------------------
 
     async def _audio_inference(self, task: dict, caller: Caller) -> Reply:
-        validated = validate_audio_inference(task, docs_base=self.base_url, limits=self.limits, loras=self.loras)
+        validated = validate_audio_inference(task, docs_base=self.base_url, limits=self.limits, loras=self.loras,
+                                             planner=self.engine.planner)
         for parameter, url in (("webhookURL", validated.webhook_url), ("uploadEndpoint", validated.upload_endpoint)):
             if url is not None:
                 await self._check_url(url, parameter)

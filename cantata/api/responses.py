@@ -3,6 +3,8 @@
 * A result item: `taskType`, `taskUUID` (the task's own, also in getResponse), `status:"success"`,
   `audioUUID`, exactly one of `audioURL` / `audioBase64Data` / `audioDataURI` (per `outputType`),
   `seed`, `cost` only with `includeCost`, and `uploadEndpoint` once the file was PUT there.
+  When the 5 Hz LM planner ran, the extension `plannedMetadata` (`planned_metadata`) says what it
+  decided: the metadata the DiT used (the user's values where given).
   Status and an output field together make every client see it as done: the TS SDK counts
   `status == "success"`, the Python SDK looks for an `...URL`/`...Base64Data`/`...DataURI` key,
   the old SDK for `audioUUID`.
@@ -28,6 +30,17 @@ from ..jobs.store import CANCELLED, ERROR, SUCCESS, ResultRecord, Store
 from ..logfmt import kv
 from .cost import CostModel
 from .errors import RunwareError, runware_error
+
+#: `PlannedMetadata` fields -> the wire's names (those of the request's own fields where one exists).
+PLANNED_WIRE_NAMES = {"bpm": "bpm", "keyscale": "keyScale", "timesignature": "timeSignature", "duration": "duration",
+                      "language": "vocalLanguage", "caption": "caption", "codes": "audioCodes"}
+
+
+def planned_metadata(planned: dict[str, Any]) -> dict[str, Any]:
+    """The stored planner metadata as `plannedMetadata`: bpm, keyScale, timeSignature, duration,
+    vocalLanguage (the planner's guess), caption (only when it replaced positivePrompt) and
+    audioCodes (codes written per result; 0 without `thinking`). Unknown values are left out."""
+    return {wire: planned[name] for name, wire in PLANNED_WIRE_NAMES.items() if planned.get(name) is not None}
 
 TASK_TYPE = "audioInference"
 #: Where result files and uploads are served (`cantata.api.media`); the job layer knows media only
@@ -94,6 +107,8 @@ class Renderer:
             else:
                 item["audioDataURI"] = f"data:{result.mime};base64,{encoded}"
         item["seed"] = result.seed
+        if result.planned is not None:
+            item["plannedMetadata"] = planned_metadata(result.planned)
         if task.include_cost:
             item["cost"] = self.costs.actual(view.model, result.gpu_seconds)
         if any(d.kind == "upload" and d.result_idx == result.idx and d.status == "done" for d in view.deliveries):

@@ -44,7 +44,11 @@ Decisions where the Runware docs are silent (api.md marks these INF):
   repaint region, repaintStrength needs mode balanced, trackName needs lego/extract and
   trackClasses needs complete. On Runware's own fields we are no stricter than Runware.
 * Turbo models accept the 8 settings keys Runware lists for turbo plus our extensions that apply
-  without guidance (repaintMode, repaintStrength, dcw); `allowedValues` lists them in that order.
+  without guidance (repaintMode, repaintStrength, dcw, the planner's); `allowedValues` lists them
+  in that order.
+* The planner's fields are read (type and range) before the server is asked whether it has a
+  planner: `thinking: true` without one is unsupportedThinking, any other planner field
+  unsupportedPlanner, as is a `planner` other than the served one.
 * `advancedFeatures` (XL only) has no known contents, so any key inside it is refused.
 * A string that is not valid Unicode (a lone UTF-16 surrogate such as "\\ud800", which JSON can
   escape) is refused with the field's own code: it could not be stored, rendered or encoded. An
@@ -67,6 +71,7 @@ from cantata.limits import Limits
 from cantata.models.variants import (
     COMPLETE, COVER, EXTRACT, LEGO, REPAINT, TEXT2MUSIC, VARIANTS, Variant, get_variant, sampling_params,
 )
+from cantata.planner import PLANNERS, SamplingSettings
 from cantata.models.vocabulary import (
     DEFAULT_REPAINT_MODE, DEFAULT_VOCAL_LANGUAGE, GUIDANCE_TYPES, KEY_SCALES, REPAINT_MODES, TIME_SIGNATURES,
     TRACK_NAMES, VOCAL_LANGUAGES,
@@ -89,6 +94,8 @@ MAX_REFERENCE_AUDIOS = 4
 MAX_URL_CHARS = 2048
 MAX_LORAS = 4
 MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -4.0, 4.0  # Runware's own window for image LoRAs
+PLANNER_DEFAULTS = SamplingSettings()  # the official planner sampling defaults (their one owner)
+MAX_PLANNER_TEMPERATURE, MAX_PLANNER_CFG_SCALE, MAX_PLANNER_TOP_K = 2.0, 10.0, 1000
 EXTRA_TASKS = (LEGO, EXTRACT, COMPLETE)
 UUID4_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}"
 
@@ -109,6 +116,7 @@ class Scope:
     output_format: str = "MP3"
     sample_rate: int = DEFAULT_SAMPLE_RATE
     channels: int = DEFAULT_CHANNELS
+    planner: str | None = None  # the planner the server serves (None: none)
 
 
 #: A constant, or a function of the `Scope` for what depends on the model, the limits or the layout.
@@ -309,6 +317,27 @@ FIELDS: tuple[FieldSpec, ...] = (
               extension=True),
     FieldSpec("settings.dcw", "boolean", "invalidDcw", "The DCW wavelet correction of the upstream sampler.",
               default=False, extension=True),
+    FieldSpec("settings.thinking", "boolean", "invalidThinking", "Text-to-music: the 5 Hz LM planner writes "
+              "audio codes that guide the DiT (lyric adherence, structure). Needs a server with a planner "
+              "(unsupportedThinking otherwise; /ready names it). Missing bpm, keyScale and timeSignature are "
+              "completed by the planner whenever the server has one; the user's values always win.",
+              default=False, extension=True),
+    FieldSpec("settings.planner", "string", "invalidPlanner", "The planner expected: it must be the one "
+              "this server serves (unsupportedPlanner otherwise).", choices=tuple(PLANNERS),
+              absent="the served planner", extension=True),
+    FieldSpec("settings.plannerTemperature", "float", "invalidPlannerTemperature", "Planner sampling "
+              "temperature; 0 is greedy.", minimum=0, maximum=MAX_PLANNER_TEMPERATURE,
+              default=PLANNER_DEFAULTS.temperature, extension=True),
+    FieldSpec("settings.plannerCFGScale", "float", "invalidPlannerCFGScale", "Guidance of the planner's audio "
+              "codes; 1 turns it off.", minimum=1, maximum=MAX_PLANNER_CFG_SCALE,
+              default=PLANNER_DEFAULTS.cfg_scale, extension=True),
+    FieldSpec("settings.plannerTopK", "integer", "invalidPlannerTopK", "Planner top-k; 0 turns it off.",
+              minimum=0, maximum=MAX_PLANNER_TOP_K, absent="off", extension=True),
+    FieldSpec("settings.plannerTopP", "float", "invalidPlannerTopP", "Planner nucleus sampling; 1 turns it "
+              "off.", minimum=0, maximum=1, default=PLANNER_DEFAULTS.top_p, extension=True),
+    FieldSpec("settings.rewriteCaption", "boolean", "invalidRewriteCaption", "Let the planner write the "
+              "caption the DiT sees instead of positivePrompt (the official default; Cantata's is off).",
+              default=False, extension=True),
     FieldSpec("settings.task", "string", "invalidTask", "Base models, needs inputs.audio: lego adds a track, "
               "extract separates a stem, complete accompanies a part.", choices=_extra_task_choices,
               absent="from the inputs: repaint with a region, else cover", accepts=_extra_tasks, extension=True),
@@ -359,13 +388,15 @@ class _NoLoras:
 
 
 def validate_audio_inference(
-    task: Any, *, docs_base: str = DEFAULT_DOCS_BASE, limits: Limits = Limits(), loras: LoraLookup = _NoLoras()
+    task: Any, *, docs_base: str = DEFAULT_DOCS_BASE, limits: Limits = Limits(), loras: LoraLookup = _NoLoras(),
+    planner: str | None = None,
 ) -> AudioInferenceTask:
     """Validate one `audioInference` task object; raise the first `RunwareError` found, with
     taskType, taskUUID (when the client sent a string it can match the error with) and a link
-    into our docs filled in. `lora[i].model` is looked up in `loras` (none installed by default)."""
+    into our docs filled in. `lora[i].model` is looked up in `loras` (none installed by default);
+    `planner` is the planner the server serves (None: none)."""
     try:
-        return _validate(task, limits, loras)
+        return _validate(task, limits, loras, planner)
     except RunwareError as err:
         uuid = task.get("taskUUID") if isinstance(task, dict) else None
         err.task_type = TASK_TYPE
@@ -401,13 +432,13 @@ def is_unicode(text: str) -> bool:
     return True
 
 
-def _validate(task: Any, limits: Limits, loras: LoraLookup) -> AudioInferenceTask:
+def _validate(task: Any, limits: Limits, loras: LoraLookup, planner: str | None = None) -> AudioInferenceTask:
     if not isinstance(task, dict):
         raise RunwareError("invalidTaskObject", "Each task must be a JSON object.")
     task_uuid = validate_task_uuid(task.get("taskUUID"))
     _task_type(task.get("taskType"))
     variant = _variant(task.get("model"))
-    scope = Scope(variant, limits)
+    scope = Scope(variant, limits, planner=planner)
     _top_level_keys(task, variant)
     inputs = _inputs(task.get("inputs"), variant.air)
     source = inputs.audio
@@ -634,6 +665,29 @@ def _settings(raw: Any, scope: Scope, source: str | None) -> Settings:
         raise _conflict("settings.trackClasses", "settings.task",
                         "settings.trackClasses only applies to settings.task 'complete'.")
     dcw = _boolean(s.get("dcw"), FIELD["settings.dcw"])
+    thinking = filled(_boolean(s.get("thinking"), FIELD["settings.thinking"]), "thinking")
+    if thinking and source is not None:
+        raise _conflict("settings.thinking", "inputs.audio", "settings.thinking applies to text-to-music: "
+                        "with inputs.audio the source track guides the structure.")
+    if thinking and scope.planner is None:
+        raise RunwareError("unsupportedThinking", "settings.thinking needs the 5 Hz LM planner, and this server "
+                           "has none (start it with a planner: `cantata serve --planner 1.7B`).",
+                           parameter="settings.thinking", type="boolean")
+    planner_name = read(_choice, "planner", normalize=lambda t: next((p for p in PLANNERS if p.lower() == t.lower()), t))
+    temperature = filled(read(_number, "plannerTemperature"), "plannerTemperature")
+    planner_cfg = filled(read(_number, "plannerCFGScale"), "plannerCFGScale")
+    top_k = read(_integer, "plannerTopK")
+    top_p = filled(read(_number, "plannerTopP"), "plannerTopP")
+    rewrite = filled(_boolean(s.get("rewriteCaption"), FIELD["settings.rewriteCaption"]), "rewriteCaption")
+    planner_fields = [k for k in ("planner", "plannerTemperature", "plannerCFGScale", "plannerTopK", "plannerTopP",
+                                  "rewriteCaption") if s.get(k) is not None]
+    if planner_fields and scope.planner is None:
+        raise RunwareError("unsupportedPlanner", f"settings.{planner_fields[0]} configures the 5 Hz LM planner, "
+                           "and this server has none.", parameter=f"settings.{planner_fields[0]}")
+    if planner_name is not None and planner_name != scope.planner:
+        raise RunwareError("unsupportedPlanner", f"settings.planner is {planner_name!r}, but this server serves "
+                           f"the {scope.planner} planner.", parameter="settings.planner", type="string",
+                           allowed_values=_quoted((scope.planner,)))
 
     return Settings(
         lyrics=lyrics,
@@ -653,6 +707,13 @@ def _settings(raw: Any, scope: Scope, source: str | None) -> Settings:
         track_name=track_name,
         track_classes=track_classes,
         dcw=filled(dcw, "dcw"),
+        thinking=thinking,
+        planner=planner_name,
+        planner_temperature=temperature,
+        planner_cfg_scale=planner_cfg,
+        planner_top_k=top_k or None,
+        planner_top_p=top_p,
+        rewrite_caption=rewrite,
     )
 
 

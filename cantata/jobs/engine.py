@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from ..errors import CantataError
 from ..logfmt import kv
+from ..planner.checkpoint import served_planner
 from .inputs import InputAudio, InputError, is_url
 from .mapping import base_seed, batch_key
 from .media import LocalDiskStorage, MediaStorage
@@ -98,7 +99,8 @@ class Engine:
     def __init__(self, *, store: Store, storage: MediaStorage, scheduler: Scheduler, inputs: InputAudio,
                  loader: Callable[[str], object], models: tuple[str, ...], result_ttl: float,
                  sweep_interval: float = 60.0, shutdown_grace: float = 30.0, demo: bool = False,
-                 download_threads: int = 2, clock: Callable[[], float] = time.time) -> None:
+                 download_threads: int = 2, clock: Callable[[], float] = time.time,
+                 planner: str | None = None) -> None:
         self.store = store
         self.storage = storage
         self.scheduler = scheduler
@@ -108,6 +110,7 @@ class Engine:
         self.sweep_interval = sweep_interval
         self.shutdown_grace = shutdown_grace
         self.demo = demo
+        self.planner = planner  # the 5 Hz LM planner every worker's pipeline carries (None: none)
         self.clock = clock
         self.accepting = False
         self.workers = {m: ModelWorker(m, loader=loader, scheduler=scheduler, sink=self, inputs=inputs, demo=demo)
@@ -131,7 +134,8 @@ class Engine:
         return cls(store=store, storage=storage, scheduler=Scheduler(config.queue_capacity, config.max_batch_size),
                    inputs=inputs, loader=loader or pipeline_loader(config), models=config.models,
                    result_ttl=config.result_ttl, sweep_interval=config.sweep_interval,
-                   shutdown_grace=config.shutdown_grace, demo=config.demo)
+                   shutdown_grace=config.shutdown_grace, demo=config.demo,
+                   planner=served_planner(config.checkpoints, config.planner))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -184,7 +188,8 @@ class Engine:
         alive = all(w.is_alive() for w in self.workers.values())
         writable = self.store.writable() and self.storage.writable()
         return {"ready": self.accepting and alive and writable and all(v == "ready" for v in models.values()),
-                "models": models, "workersAlive": alive, "storeWritable": writable, "accepting": self.accepting}
+                "models": models, "planner": self.planner, "workersAlive": alive, "storeWritable": writable,
+                "accepting": self.accepting}
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -304,7 +309,10 @@ class Engine:
                 notified = now
             self._progress_times[uuid] = (notified, persisted)
 
-    def complete(self, job: Job, seeds: list[int], audio: list[EncodedAudio], gpu_seconds: float) -> None:
+    def complete(self, job: Job, seeds: list[int], audio: list[EncodedAudio], gpu_seconds: float,
+                 planned: dict[str, Any] | None = None) -> None:
+        """`planned`: what the planner decided for the task (`PlannedMetadata` as a dict), stored with
+        each result."""
         task = job.task
         now = self.clock()
         keep = task.ttl if (task.output_type == "URL" and task.ttl) else self.result_ttl
@@ -315,7 +323,7 @@ class Engine:
             key = self.storage.put(audio_uuid, enc.ext, enc.data)
             results.append(NewResult(idx=idx, audio_uuid=audio_uuid, seed=seed, storage_key=key, ext=enc.ext,
                                      mime=enc.mime, size=len(enc.data), gpu_seconds=per_item,
-                                     expires_at=now + keep))
+                                     expires_at=now + keep, planned=planned))
         record = self.store.get_task(job.uuid)
         deliveries = [NewDelivery("upload", task.upload_endpoint, r.idx) for r in results if task.upload_endpoint]
         deliveries += [NewDelivery("webhook", task.webhook_url, r.idx) for r in results if task.webhook_url]
@@ -440,7 +448,8 @@ def pipeline_loader(config) -> Callable[[str], object]:
         from ..pipeline import CantataPipeline
 
         pipeline = CantataPipeline.from_pretrained(config.checkpoints, model, device=config.device,
-                                                   dtype=config.dtype, download=config.download)
+                                                   dtype=config.dtype, download=config.download,
+                                                   planner=served_planner(config.checkpoints, config.planner))
         pipeline.adapter_cache.budget_bytes = config.lora_cache_mb * 2**20
         return pipeline
     return load

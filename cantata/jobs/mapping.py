@@ -23,6 +23,8 @@ meet pipeline names.
 | settings.repaintingStart/End          | repaint_start / repaint_end                            |
 | settings.repaintMode / repaintStrength| repaint_mode / repaint_strength                        |
 | settings.trackName / trackClasses     | track_name / track_classes                             |
+| settings.thinking / rewriteCaption    | thinking / rewrite_caption                             |
+| settings.plannerTemperature / CFGScale / TopK / TopP | planner_sampling                        |
 | lora (resolved at acceptance)         | adapters: (registry path, weight) pairs                |
 
 `strength`: Runware documents it as the "influence of the input audio". The pipeline's
@@ -46,7 +48,8 @@ from ..models.variants import COVER, TEXT2MUSIC
 from ..models.vocabulary import NO_GUIDANCE
 from ..pipeline.latents import random_seed
 from ..pipeline.request import GenerationRequest, SourceAudio
-from .task import AudioInferenceTask
+from ..planner.sampling import SamplingSettings
+from .task import AudioInferenceTask, Settings
 
 SEED_SPACE = 2**63
 
@@ -96,7 +99,17 @@ def generation_request(task: AudioInferenceTask, *, source: torch.Tensor | None 
         track_name=s.track_name,
         track_classes=list(s.track_classes) or None,
         adapters=[(choice.path, choice.weight) for choice in task.loras],
+        thinking=s.thinking,
+        planner_sampling=planner_sampling(s),
+        rewrite_caption=s.rewrite_caption,
     )
+
+
+def planner_sampling(s: Settings) -> SamplingSettings:
+    """The planner's sampling settings: the task's values, the planner's defaults for those it leaves None."""
+    given = {"temperature": s.planner_temperature, "cfg_scale": s.planner_cfg_scale, "top_k": s.planner_top_k,
+             "top_p": s.planner_top_p}
+    return SamplingSettings(**{k: v for k, v in given.items() if v is not None})
 
 
 def batch_key(task: AudioInferenceTask) -> tuple | None:
@@ -104,8 +117,8 @@ def batch_key(task: AudioInferenceTask) -> tuple | None:
     model may even be loaded. It mirrors `CantataPipeline.batch_key` (same sampler settings,
     text-to-music only); the worker still splits a batch by the pipeline's own key before running it.
     Adapters (`lora`) are in neither key: each item's adapters act on its own rows of the batch."""
-    if task.task_kind != TEXT2MUSIC or task.inputs.reference_audios:
-        return None
+    if task.task_kind != TEXT2MUSIC or task.inputs.reference_audios or task.settings.thinking:
+        return None  # thinking: each request renders over its own codes, alone (as the pipeline's key)
     s = task.settings
     return (task.variant.name, task.steps, s.guidance_type, task.cfg_scale, s.cfg_interval_start,
             s.cfg_interval_end, s.dcw)

@@ -124,6 +124,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tasks_by_lease ON tasks (lease_until) WHERE status = 'running';
     CREATE TABLE claim_cursor (model TEXT PRIMARY KEY, last_key TEXT NOT NULL);
     """,
+    # 2 -> 3: the planner's metadata of each result (`plannedMetadata`), NULL when it did not run.
+    """
+    ALTER TABLE results ADD COLUMN planned JSONB;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -242,7 +246,7 @@ class PostgresStore:
     def results(self, uuid: str) -> list[ResultRecord]:
         with self._tx() as conn:
             rows = conn.execute("SELECT task_uuid, idx, audio_uuid, seed, ext, mime, size, gpu_seconds, created_at,"
-                                " expires_at FROM results WHERE task_uuid=%s ORDER BY idx", (uuid,)).fetchall()
+                                " expires_at, planned FROM results WHERE task_uuid=%s ORDER BY idx", (uuid,)).fetchall()
         return [ResultRecord(**r) for r in rows]
 
     # -- claims and leases -----------------------------------------------------------------------
@@ -379,9 +383,9 @@ def _finish(conn: psycopg.Connection, uuid: str, status: str, *, now: float, exp
         c.executemany("INSERT INTO media VALUES (%s, 'result', %s, %s, %s, %s, %s, %s, %s)",
                       [(r.audio_uuid, r.storage_key, r.ext, r.mime, r.size, owner, now, r.expires_at)
                        for r in results])
-        c.executemany("INSERT INTO results VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                      [(uuid, r.idx, r.audio_uuid, r.seed, r.ext, r.mime, r.size, r.gpu_seconds, now, r.expires_at)
-                       for r in results])
+        c.executemany("INSERT INTO results VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                      [(uuid, r.idx, r.audio_uuid, r.seed, r.ext, r.mime, r.size, r.gpu_seconds, now, r.expires_at,
+                        Jsonb(r.planned) if r.planned is not None else None) for r in results])
         c.executemany("INSERT INTO outbox (task_uuid, kind, url, result_idx, next_attempt_at, created_at,"
                       " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                       [(uuid, d.kind, d.url, d.result_idx, now, now, now) for d in deliveries])

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: UPGRADES[v] takes a database from version v to v + 1 (version 0 is an empty file: `_SCHEMA`).
+UPGRADES: dict[int, str] = {
+    1: "ALTER TABLE results ADD COLUMN planned_json TEXT",
+}
 
 QUEUED, RUNNING, SUCCESS, ERROR, CANCELLED = "queued", "running", "success", "error", "cancelled"
 TERMINAL = (SUCCESS, ERROR, CANCELLED)
@@ -59,6 +63,7 @@ CREATE TABLE results (
     gpu_seconds REAL NOT NULL,
     created_at  REAL NOT NULL,
     expires_at  REAL NOT NULL,
+    planned_json TEXT,                                -- the planner's metadata for it, or NULL
     PRIMARY KEY (task_uuid, idx)
 );
 CREATE TABLE media (
@@ -130,6 +135,7 @@ class ResultRecord:
     gpu_seconds: float
     created_at: float
     expires_at: float
+    planned: dict[str, Any] | None = None  # the planner's metadata (`plannedMetadata`), when it ran
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,7 @@ class NewResult:
     size: int
     gpu_seconds: float
     expires_at: float
+    planned: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +243,11 @@ class Store:
                         conn.execute(statement)
                 return
             version = int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+            if version < SCHEMA_VERSION and all(v in UPGRADES for v in range(version, SCHEMA_VERSION)):
+                for v in range(version, SCHEMA_VERSION):
+                    conn.execute(UPGRADES[v])
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                return
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version}; this Cantata reads version "
                              f"{SCHEMA_VERSION}. Use a matching Cantata or a new data directory.")
@@ -318,9 +330,9 @@ class Store:
             for r in results:
                 conn.execute("INSERT INTO media VALUES (?, 'result', ?, ?, ?, ?, ?, ?, ?)",
                              (r.audio_uuid, r.storage_key, r.ext, r.mime, r.size, owner, now, r.expires_at))
-                conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (uuid, r.idx, r.audio_uuid, r.seed, r.ext, r.mime, r.size, r.gpu_seconds, now,
-                              r.expires_at))
+                              r.expires_at, json.dumps(r.planned) if r.planned is not None else None))
             for d in deliveries:
                 conn.execute("INSERT INTO outbox (task_uuid, kind, url, result_idx, next_attempt_at, created_at,"
                              " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -328,7 +340,7 @@ class Store:
             return True
 
     def results(self, uuid: str) -> list[ResultRecord]:
-        return [ResultRecord(**dict(r)) for r in self._read("SELECT * FROM results WHERE task_uuid=? ORDER BY idx",
+        return [_result_record(dict(r)) for r in self._read("SELECT * FROM results WHERE task_uuid=? ORDER BY idx",
                                                               (uuid,))]
 
     # -- media ---------------------------------------------------------------------------------
@@ -394,3 +406,8 @@ def _delivery(row: sqlite3.Row) -> Delivery:
     d.pop("created_at")
     d.pop("updated_at")
     return Delivery(**d)
+
+
+def _result_record(row: dict[str, Any]) -> ResultRecord:
+    planned = row.pop("planned_json")
+    return ResultRecord(**row, planned=json.loads(planned) if planned is not None else None)

@@ -45,6 +45,14 @@ class Settings:
     track_name: str | None = None
     track_classes: tuple[str, ...] = ()
     dcw: bool = False
+    # Cantata extensions for the 5 Hz LM planner; None: the planner's own default.
+    thinking: bool = False
+    planner: str | None = None  # the served planner's name, when the request named one
+    planner_temperature: float | None = None
+    planner_cfg_scale: float | None = None
+    planner_top_k: int | None = None
+    planner_top_p: float | None = None
+    rewrite_caption: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ their results and only a task that fails alone reports the error. GPU time is me
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -63,7 +64,8 @@ class JobSink(Protocol):
 
     def begin(self, batch: list[QueuedTask]) -> list[Job]: ...
     def report_progress(self, uuids: list[str], done: int, total: int) -> None: ...
-    def complete(self, job: Job, seeds: list[int], audio: list[EncodedAudio], gpu_seconds: float) -> None: ...
+    def complete(self, job: Job, seeds: list[int], audio: list[EncodedAudio], gpu_seconds: float,
+                 planned: dict[str, Any] | None = None) -> None: ...
     def fail(self, uuid: str, code: str, message: str, parameter: str | None = None) -> None: ...
     def cancelled(self, uuid: str) -> None: ...
     def interrupted(self, uuids: list[str]) -> None: ...
@@ -193,7 +195,8 @@ class ModelWorker(threading.Thread):
                 self.sink.fail(job.uuid, INFERENCE_ERROR, f"could not encode the result as {job.task.output_format}: {exc}")
                 continue
             share = gpu_seconds * len(result.seeds) / total_items
-            self.sink.complete(job, result.seeds, encoded, share)
+            planned = dataclasses.asdict(result.planned) if result.planned is not None else None
+            self.sink.complete(job, result.seeds, encoded, share, planned)
 
     def _failure_message(self, uuid: str, exc: Exception) -> str:
         """What a task that failed alone is told."""

@@ -23,6 +23,7 @@ from .planning import Prepared, prepare, resolve_defaults
 from .request import SAMPLE_RATE, GenerationFailed, GenerationRequest, GenerationResult
 from .cancel import CancelCheck
 from .sampler import Phase, SamplerPlan, StepCallback, sample
+from .thinking import plan_requests
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ ADAPTER_CACHE_BYTES = 2 * 2**30  # loaded adapters kept on the device (the serve
 
 
 class CantataPipeline:
-    def __init__(self, variant: Variant, dit: AceStepDiT, text_encoder, tokenizer, vae):
+    def __init__(self, variant: Variant, dit: AceStepDiT, text_encoder, tokenizer, vae, planner=None):
         self.variant = variant
+        self.planner = planner  # a `cantata.planner.Planner`, or None: no metadata completion, no thinking
         self.dit = dit
         self.vae = vae
         self.conditioner = Conditioner(tokenizer, text_encoder, dit.condition_encoder)
@@ -41,8 +43,9 @@ class CantataPipeline:
     @classmethod
     def from_pretrained(cls, root: str | Path | None = None, variant: str = "xl-sft", *,
                         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                        download: bool = True) -> "CantataPipeline":
-        """Load the official checkpoint layout under `root` (downloading what is missing)."""
+                        download: bool = True, planner: str | None = None) -> "CantataPipeline":
+        """Load the official checkpoint layout under `root` (downloading what is missing), and
+        the 5 Hz LM planner `planner` ("0.6B", "1.7B", "4B"; None: none) from the same root."""
         v = get_variant(variant)
         root = ensure_checkpoint(Path(root) if root else default_root(), v, download=download)
         dev = resolve_device(device)
@@ -51,7 +54,13 @@ class CantataPipeline:
         dit = AceStepDiT.from_dir(root / v.dirname, dev, dt)
         text_encoder, tokenizer = load_text_encoder(root / TEXT_ENCODER_DIR, dev, dt)
         vae = load_vae(root / VAE_DIR, dev, dt)
-        return cls(v, dit, text_encoder, tokenizer, vae)
+        lm = None
+        if planner is not None:
+            from ..planner import Planner  # the planner imports this package's context builders
+
+            log.info("loading planner %s from %s", planner, root)
+            lm = Planner.from_pretrained(root, planner, device=dev, dtype=dt, download=download)
+        return cls(v, dit, text_encoder, tokenizer, vae, lm)
 
     @property
     def device(self) -> torch.device:
@@ -77,6 +86,8 @@ class CantataPipeline:
         """
         if request.task != "text2music" or request.reference_audio:
             return None
+        if request.thinking or request.semantic_hints is not None:  # each has its own codes: alone
+            return None
         return ("text2music", *resolve_defaults(request, self.variant), tuple(request.cfg_interval), request.dcw)
 
     @torch.no_grad()
@@ -84,12 +95,14 @@ class CantataPipeline:
                        cancelled: CancelCheck | None = None) -> list[GenerationResult]:
         """Several requests in one DiT batch (equal `batch_key`s), or one request of any kind.
 
+        The planner, when loaded, runs first for the requests that need it (`thinking.plan_requests`).
         Progress and cancellation apply to the whole batch; `cancelled` is polled between sampler
         steps and before every VAE window, encode and decode alike.
         """
         keys = [self.batch_key(r) for r in requests]
         if len(requests) > 1 and (None in keys or len(set(keys)) > 1):
             raise ValueError("these requests cannot share a batch (different batch_key)")
+        requests, planned = plan_requests(self.planner, self.dit, requests)
         selections = [self.adapter_cache.resolve(r.adapters) for r in requests]
         preps = [self.prepare(r, cancelled) for r in requests]
         plan, noise = self.plan_batch(preps)
@@ -98,7 +111,7 @@ class CantataPipeline:
         with use_adapters(self.dit.transformer, rows=rows):
             latents = sample(self.dit.transformer, x, noise, plan, on_step=on_step, cancelled=cancelled)
         results, row = [], 0
-        for prep in preps:
+        for prep, plan in zip(preps, planned):
             n = len(prep.seeds)
             mine = latents[row:row + n, :prep.frames]
             row += n
@@ -108,7 +121,8 @@ class CantataPipeline:
                                  normalize_dbfs=None)
             audio = splice_source(audio, prep.splice) if prep.splice is not None else finish_audio(audio)
             self._check(audio)
-            results.append(GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=mine.cpu()))
+            results.append(GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=mine.cpu(),
+                                            planned=plan))
         return results
 
     def plan_batch(self, preps: list[Prepared]) -> tuple[SamplerPlan, torch.Tensor]:

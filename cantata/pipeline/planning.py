@@ -66,6 +66,10 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
         frames_wanted = source.latents.shape[1]
         # Official: the metas describe the source as given, not the outpainted canvas.
         duration = _source_seconds(req)
+    elif req.semantic_hints is not None:  # the planner's codes set the length (lm.md §6.2)
+        frames_wanted = req.semantic_hints.shape[-2]
+        duration = req.duration if req.duration is not None else frames_wanted * HOP / SAMPLE_RATE
+        samples = duration_samples(duration)
     else:
         duration = req.duration if req.duration is not None else 60.0
         frames_wanted = duration_frames(duration)
@@ -94,7 +98,13 @@ def prepare(req: GenerationRequest, variant: Variant, dit, conditioner: Conditio
 
     t2m_src = tasks.text2music_source(silence_latent, frames, batch, dtype)
     repaint, splice, start = None, None, None
-    if req.task == "text2music":
+    if req.task == "text2music" and req.semantic_hints is not None:
+        # Officially: a cover whose context is the hints themselves (already quantized by the
+        # codes, so not re-quantized like a cover's source latents).
+        hints = req.semantic_hints.to(dtype)
+        hints = pad_with_silence(hints if hints.dim() == 3 else hints[None], frames, silence_latent)
+        phases = [phase("cover", 0, hints.expand(batch, -1, -1))]
+    elif req.task == "text2music":
         phases = [phase("text2music", 0, t2m_src)]
     elif req.task == "cover":
         if req.cover_noise_strength > 0:

@@ -49,6 +49,24 @@ def cover_hints(audio_tokenizer, detokenizer, source: torch.Tensor, silence_late
     return detokenizer(quantized)[:, :frames]
 
 
+@torch.no_grad()
+def quantize_codes(audio_tokenizer, codes: list[list[int]], dtype: torch.dtype) -> torch.Tensor:
+    """Code values `[B][N]` (the planner's audio codes) -> FSQ output `[B, N, fsq_dim]` at 5 Hz.
+
+    Indices past the codebook are clamped into it, as the official handler does."""
+    quantizer = audio_tokenizer.quantizer
+    device = next(audio_tokenizer.parameters()).device
+    indices = torch.tensor(codes, dtype=torch.long, device=device).clamp(0, quantizer.codebook_size - 1)
+    return quantizer.get_output_from_indices(indices.view(len(codes), -1, 1)).to(dtype)
+
+
+@torch.no_grad()
+def codes_hints(audio_tokenizer, detokenizer, codes: list[list[int]], dtype: torch.dtype) -> torch.Tensor:
+    """Code values `[B][N]` -> detokenized 25 Hz "semantic hints" `[B, 5N, 64]`: the second half of
+    `cover_hints`, entered at the codes instead of at the source latents (lm.md §6.2)."""
+    return detokenizer(quantize_codes(audio_tokenizer, codes, dtype))
+
+
 @dataclass
 class RepaintWindow:
     start: int  # first regenerated frame

@@ -6,13 +6,15 @@ who wins between the user and the planner, and `codes_to_hints` turns codes into
 hints with the DiT's own quantizer and detokenizer.
 """
 
-from .checkpoint import PLANNERS, PlannerSpec, ensure_planner, get_planner_spec, load_planner
+from .checkpoint import (AUTO_PLANNER, NO_PLANNER, PLANNERS, PlannerSpec, ensure_planner, get_planner_spec,
+                         load_planner, served_planner)
 from .hints import codes_to_hints
 from .merge import MergedMetadata, merge_metadata
 from .planner import Plan, Planner, PlanRequest
 from .sampling import SamplingSettings
 
 __all__ = [
-    "PLANNERS", "PlannerSpec", "ensure_planner", "get_planner_spec", "load_planner", "codes_to_hints",
+    "AUTO_PLANNER", "NO_PLANNER", "PLANNERS", "PlannerSpec", "served_planner", "ensure_planner",
+    "get_planner_spec", "load_planner", "codes_to_hints",
     "MergedMetadata", "merge_metadata", "Plan", "Planner", "PlanRequest", "SamplingSettings",
 ]

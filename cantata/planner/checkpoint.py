@@ -47,6 +47,20 @@ PLANNERS: dict[str, PlannerSpec] = {
 }
 #: The official handler's planner when none is named.
 DEFAULT_PLANNER = "1.7B"
+#: `planner` settings besides the sizes: "auto" serves a complete planner found under the
+#: checkpoints root (the default one first) and never downloads; "none" serves none.
+AUTO_PLANNER, NO_PLANNER = "auto", "none"
+
+
+def served_planner(root: str | Path, setting: str | None) -> str | None:
+    """The planner a server with this `planner` setting serves (None: none). A size is served
+    even when absent (it is downloaded like the DiT); "auto" only takes what is already there."""
+    if setting is None or setting.lower() == NO_PLANNER:
+        return None
+    if setting.lower() != AUTO_PLANNER:
+        return get_planner_spec(setting).name
+    order = [DEFAULT_PLANNER, *(name for name in PLANNERS if name != DEFAULT_PLANNER)]
+    return next((name for name in order if not _missing_parts(Path(root), PLANNERS[name])), None)
 
 
 def get_planner_spec(name: str) -> PlannerSpec:
