@@ -143,6 +143,18 @@ def test_a_2b_adapter_serves_the_2b_model(registry):
     assert [c.name for c in task.loras] == ["turbo2b"]
 
 
+def test_command_line_lora_arguments():
+    from cantata.cli import _lora_choice
+    from cantata.client import build_task
+
+    assert _lora_choice("style:0.8") == ("style", 0.8)
+    assert _lora_choice("style") == ("style", 1.0)
+    assert _lora_choice("./runs/v2:final/lokr_weights.safetensors:-0.5") == ("./runs/v2:final/lokr_weights.safetensors", -0.5)
+    task = build_task(XL_SFT, ["lora.0.model=style", "lora.0.weight=0.8", "lora.1.model=cantata-lora:voice@1",
+                               "lora.1.weight=1"], "async")
+    assert task["lora"] == [{"model": "style", "weight": 0.8}, {"model": "cantata-lora:voice@1", "weight": 1.0}]
+
+
 # -- modelSearch ------------------------------------------------------------------------------------
 
 def search(registry, **fields) -> dict:
