@@ -261,6 +261,9 @@ def test_demo_server_plans_over_http_and_websocket(tmp_path):
     try:
         ready = httpx.get(server.url + "/ready", timeout=10).json()
         assert ready["planner"] == "1.7B" and ready["ready"]
+        search = {"taskType": "modelSearch", "taskUUID": new_uuid(), "category": "planner"}
+        [found] = server.post([search]).json()["data"]
+        assert [(m["air"], m["version"]) for m in found["results"]] == [("cantata:ace-step-5hz-lm@1.7B", "1.7B")]
         body = thinking_task()
         reply = server.post([body], timeout=300)
         assert reply.status_code == 200, reply.text
@@ -292,6 +295,8 @@ def test_demo_server_without_a_planner_refuses_thinking(tmp_path):
     server = demo_server(tmp_path, "--planner", "none")
     try:
         assert httpx.get(server.url + "/ready", timeout=10).json()["planner"] is None
+        [found] = server.post([{"taskType": "modelSearch", "taskUUID": new_uuid()}]).json()["data"]
+        assert {m["category"] for m in found["results"]} == {"checkpoint"}
         body = thinking_task()
         reply = server.post([body], timeout=60)
         assert reply.status_code == 400, reply.text

@@ -64,7 +64,7 @@ class Dispatcher:
         self.limits = limits
         self.base_url = base_url
         self.loras = loras
-        self.catalogue = catalogue_sources(engine.models, loras)
+        self.catalogue = catalogue_sources(engine.models, loras, engine.planner)
         self._handlers = {
             "audioInference": self._audio_inference, "getResponse": self._get_response,
             "getTaskDetails": self._get_task_details, "mediaStorage": self._media_storage,

@@ -10,7 +10,8 @@ model has Runware's keys (`air`, `name`, `version`, `category`, `architecture`, 
 of the model they were installed for).
 
 The listing is assembled from `catalogue_sources`: a list of callables each returning model
-dicts of one category. Another kind of model (e.g. the planner LM) is one more entry there.
+dicts of one category. The 5 Hz LM planner, when served, is category `planner` (a Cantata
+extension: Runware has no language-model category), AIR `cantata:ace-step-5hz-lm@<size>`.
 """
 
 from __future__ import annotations
@@ -58,9 +59,20 @@ def installed_adapters(registry: LoraRegistry) -> CatalogueSource:
     return "lora", listing
 
 
-def catalogue_sources(models: Sequence[str], registry: LoraRegistry) -> list[CatalogueSource]:
-    """Everything modelSearch lists, one source per category."""
-    return [served_checkpoints(models), installed_adapters(registry)]
+def served_planner(name: str) -> CatalogueSource:
+    """The 5 Hz LM planner every served checkpoint plans with (`settings.thinking`)."""
+    def listing() -> list[dict[str, Any]]:
+        return [{"air": f"cantata:ace-step-5hz-lm@{name}", "name": f"ACE-Step 1.5 5Hz LM {name}", "version": name,
+                 "category": "planner", "architecture": "qwen3", "tags": ["music", "planner"], "private": False,
+                 "comment": "completes missing bpm/keyScale/timeSignature; settings.thinking writes audio codes",
+                 "type": "planner"}]
+    return "planner", listing
+
+
+def catalogue_sources(models: Sequence[str], registry: LoraRegistry, planner: str | None = None
+                      ) -> list[CatalogueSource]:
+    """Everything modelSearch lists, one source per category (`planner` only when one is served)."""
+    return [served_checkpoints(models), installed_adapters(registry), *([served_planner(planner)] if planner else [])]
 
 
 def model_search(task: dict, sources: Sequence[CatalogueSource]) -> dict[str, Any]:
