@@ -222,6 +222,57 @@ def test_thinking_with_a_source_track_conflicts():
     assert err.value.code == "conflictingParameters"
 
 
+# -- stored with each result --------------------------------------------------------------------------
+
+
+def test_a_version_1_database_gains_the_planned_column_and_results_keep_their_plan(tmp_path):
+    import sqlite3
+
+    from cantata.jobs.store import RUNNING, SCHEMA_VERSION, SUCCESS, NewResult, Store
+
+    path = tmp_path / "cantata.db"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:  # what a version-1 Cantata wrote
+        conn.execute("ALTER TABLE results DROP COLUMN planned_json")
+        conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    store = Store(path)
+    uuid = new_uuid()
+    store.insert_task(uuid=uuid, key_id="alice", model="xl-sft", task_json="{}", request_json="{}", inputs={},
+                      now=1.0)
+    assert store.mark_running(uuid, 2.0)
+    plan = {"bpm": 120, "keyscale": "C major", "timesignature": 4, "duration": 30.0, "language": "en",
+            "caption": None, "codes": 150}
+    results = [NewResult(idx=i, audio_uuid=new_uuid(), seed=i, storage_key=f"k{i}", ext=".wav", mime="audio/wav",
+                         size=1, gpu_seconds=0.1, expires_at=99.0, planned=plan if i == 0 else None) for i in range(2)]
+    assert store.finish(uuid, SUCCESS, now=3.0, expires_at=99.0, results=results, from_statuses=(RUNNING,))
+    assert [r.planned for r in store.results(uuid)] == [plan, None]
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+
+
+def test_plannedmetadata_on_the_wire():
+    from cantata.api.responses import planned_metadata
+
+    stored = {"bpm": 120, "keyscale": "C major", "timesignature": 4, "duration": 30.0, "language": None,
+              "caption": "rewritten", "codes": 0}
+    assert planned_metadata(stored) == {"bpm": 120, "keyScale": "C major", "timeSignature": 4, "duration": 30.0,
+                                        "caption": "rewritten", "audioCodes": 0}
+
+
+def test_cli_generate_thinks_with_the_demo_planner(tmp_path):
+    from serverkit import cantata_cli
+
+    out = tmp_path / "song.wav"
+    done = cantata_cli("generate", "lo-fi hip hop", "--demo", "--duration", "10", "--steps", "2", "--seed", "5",
+                       "--think", "--device", "cpu", "-o", str(out), env={"HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:4] == b"RIFF" and "codes=50" in done.stdout and "duration=10.0" in done.stdout
+    refused = cantata_cli("generate", "lo-fi", "--demo", "--think", "--planner", "none", "-o", str(out),
+                          env={"HOME": str(tmp_path / "home")})
+    assert refused.returncode != 0 and "--think needs the 5 Hz LM planner" in refused.stderr
+
+
 # -- `cantata serve --demo` end to end ----------------------------------------------------------------
 
 
