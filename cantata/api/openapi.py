@@ -286,6 +286,13 @@ def _reply_schemas(codes: dict[str, str]) -> dict[str, dict[str, Any]]:
                 "pong": {"type": "boolean"}, "operation": string, "mediaUUID": string, "mediaURL": string,
                 "request": {"type": "array", "items": {"type": "object"}}, "response": {"type": "object"},
                 "attempts": {"type": "integer"},
+                "plannedMetadata": {
+                    "type": "object", "description": "Cantata extension: what the 5 Hz LM planner decided "
+                    "(the user's values where given); audioCodes is the number of codes written per result.",
+                    "properties": {"bpm": {"type": "integer"}, "keyScale": string, "timeSignature": {"type": "integer"},
+                                   "duration": {"type": "number"}, "vocalLanguage": string, "caption": string,
+                                   "audioCodes": {"type": "integer"}},
+                },
             },
         },
         "Envelope": {
