@@ -32,9 +32,12 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, root, keys):
-    """The main server: API keys on, loopback webhooks allowed (the receiver runs locally)."""
+    """The main server: API keys on, loopback webhooks allowed (the receiver runs locally), and a
+    sync wait long enough for the docs examples' 225 s of audio on a busy 2-core machine (the
+    timeout itself is tested on a server of its own)."""
     cfg = config(tmp_path_factory.mktemp("http"), root, no_auth=False, api_keys_file=keys["path"],
-                 models=("xl-sft", "xl-base"), allow_private_urls=True, max_request_bytes=MAX_BODY)
+                 models=("xl-sft", "xl-base"), allow_private_urls=True, max_request_bytes=MAX_BODY,
+                 sync_wait_timeout=600)
     with app_client(cfg) as client:
         client.headers["Authorization"] = f"Bearer {keys['alice']}"
         yield client
