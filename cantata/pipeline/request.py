@@ -85,8 +85,9 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class PlannedMetadata:
     """What the planner decided for one request, as the DiT used it: the user's values where
-    given, the planner's where missing. `language` is the planner's guess (officially it never
-    reaches the DiT); `caption` is set only when the planner's caption replaced the user's."""
+    given, the planner's where missing. `language` is the vocal language the DiT sang in (the
+    planner's own guess officially never reaches the DiT, lm.md); `caption` is set only when the
+    planner's caption replaced the user's."""
 
     bpm: int | None
     keyscale: str | None

@@ -70,7 +70,7 @@ def plan_requests(planner, dit, requests: list[GenerationRequest]
                                      semantic_hints=hints)
         planned[i] = PlannedMetadata(
             bpm=merged.bpm, keyscale=merged.keyscale, timesignature=merged.timesignature,
-            duration=merged.duration, language=plan.metadata.get("language") or None,
+            duration=merged.duration, language=merged.language,
             caption=merged.caption if r.rewrite_caption else None,
             codes=hints.shape[1] // 5 if hints is not None else 0)
     return out, planned
