@@ -9,6 +9,7 @@ Routes:
   GET  /ready               readiness: models loaded, workers alive, store writable (503 if not)
   GET  /metrics             Prometheus text format
   GET  /docs/api            the error codes and where the `documentation` links point
+  GET  /                    Cantata Studio, the web page (cantata.studio), a client of /v1 like any other
 
 The app's lifespan starts the engine (recovering unfinished tasks), the delivery service and the
 WebSocket session sweeper, and on shutdown stops taking work and lets the running batch finish
@@ -41,6 +42,7 @@ from .http import envelope, post_v1
 from .media import media
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import register_routes as register_openapi_routes
+from ..studio.routes import register_routes as register_studio_routes
 from .responses import MEDIA_ROUTE, Renderer
 from .services import Services
 from .sessions import Sessions
@@ -99,6 +101,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None, *, keyring: K
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
     app.add_api_route("/docs/api", api_docs, methods=["GET"])
     register_openapi_routes(app)  # /openapi.json, /docs, /v1/models/{model}/schema.json
+    register_studio_routes(app)  # / (Cantata Studio) and /studio/*
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(HeaderSizeLimit)

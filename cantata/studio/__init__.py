@@ -1,0 +1,1 @@
+"""Cantata Studio: the web page served at `/`, a client of the Runware protocol like any other."""

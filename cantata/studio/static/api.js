@@ -1,0 +1,76 @@
+// The page's only way to the server: Runware tasks over WebSocket /v1, or HTTP POST /v1 when
+// no socket can be had. Each call sends one task and resolves with its reply items
+// ({data, errors}), routed by taskUUID exactly as a Runware SDK does.
+
+export const uuid = () => crypto.randomUUID();
+
+export class AuthError extends Error {}
+
+export class RunwareClient {
+  constructor(apiKey) {
+    this.apiKey = apiKey;
+    this.pending = new Map();   // taskUUID -> {resolve, reject}
+    this.socket = null;
+    this.transport = 'none';
+  }
+
+  // Open the socket and authenticate; a refused key rejects with AuthError, any other failure
+  // leaves the client on HTTP.
+  async connect() {
+    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1`;
+    try {
+      this.socket = await new Promise((resolve, reject) => {
+        const ws = new WebSocket(url);
+        ws.onerror = () => reject(new Error('socket failed'));
+        ws.onopen = () => ws.send(JSON.stringify([{taskType: 'authentication', apiKey: this.apiKey || ''}]));
+        ws.onmessage = (event) => {
+          const frame = JSON.parse(event.data);
+          if (frame.errors?.length) { ws.close(); reject(new AuthError(frame.errors[0].message)); return; }
+          ws.onmessage = (e) => this.route(JSON.parse(e.data));
+          resolve(ws);
+        };
+      });
+      this.transport = 'WebSocket';
+      this.socket.onclose = () => { this.socket = null; this.transport = 'HTTP'; this.failAll(); };
+    } catch (err) {
+      if (err instanceof AuthError) throw err;
+      this.transport = 'HTTP';
+      const reply = await this.httpSend({taskType: 'ping', taskUUID: uuid()});
+      if (reply.errors.some((e) => e.parameter === 'apiKey')) throw new AuthError(reply.errors[0].message);
+    }
+  }
+
+  route(frame) {
+    const items = [...(frame.data || []), ...(frame.errors || [])];
+    const taskUUID = items.find((i) => i.taskUUID)?.taskUUID;
+    const waiter = this.pending.get(taskUUID);
+    if (!waiter) return;
+    this.pending.delete(taskUUID);
+    waiter.resolve({data: frame.data || [], errors: frame.errors || []});
+  }
+
+  failAll() {
+    for (const [, waiter] of this.pending) waiter.resolve({data: [], errors: [{code: 'connectionLost', message: 'The connection was lost.'}]});
+    this.pending.clear();
+  }
+
+  // One task -> {data, errors}; never throws for a Runware error, only for a broken transport.
+  send(task) {
+    if (!task.taskUUID) task.taskUUID = uuid();
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      return new Promise((resolve) => {
+        this.pending.set(task.taskUUID, {resolve});
+        this.socket.send(JSON.stringify([task]));
+      });
+    }
+    return this.httpSend(task);
+  }
+
+  async httpSend(task) {
+    const headers = {'Content-Type': 'application/json'};
+    if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
+    const response = await fetch('/v1', {method: 'POST', headers, body: JSON.stringify([task])});
+    const body = await response.json();
+    return {data: body.data || [], errors: body.errors || []};
+  }
+}
