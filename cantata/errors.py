@@ -142,6 +142,11 @@ CATALOGUE: dict[str, Code] = {
     "conflictTaskUUID": Code(400, "A task with this taskUUID was already submitted; taskUUIDs are single-use."),
     "invalidModelSearch": Code(400, "A modelSearch field has the wrong type or is out of range (parameter names "
                                     "it)."),
+    "missingPrompt": Code(400, "promptEnhance: prompt is absent."),
+    "invalidPrompt": Code(400, "promptEnhance: prompt is not a string of 1 to 300 characters."),
+    "invalidPromptMaxLength": Code(400, "promptEnhance: promptMaxLength is not an integer in 12..400."),
+    "invalidPromptVersions": Code(400, "promptEnhance: promptVersions is not an integer in 1..5."),
+    "unsupportedPromptEnhance": Code(400, "promptEnhance needs a planner (5 Hz LM) and this server serves none."),
     "unsupportedModel": Code(400, "The model is a valid ACE-Step AIR but this server does not serve it."),
     "invalidMediaStorage": Code(400, "mediaStorage needs operation 'upload' (with media) or 'delete' (with a media "
                                      "UUID)."),

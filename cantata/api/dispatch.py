@@ -7,7 +7,8 @@ others in the same array. Authentication is the transports' job (they read the k
 dispatch); an `authentication` task reaching here is a no-op.
 
 Task types: `audioInference`, `getResponse`, `getTaskDetails`, `mediaStorage` (upload/delete of
-input audio), `modelSearch` (served checkpoints and installed adapters), `ping`, and Cantata's `cancel` (`{"taskType":"cancel","taskUUID":<task>}`).
+input audio), `modelSearch` (served checkpoints and installed adapters), `promptEnhance` (the
+planner's caption for a prompt, run on the worker that owns the planner), `ping`, and Cantata's `cancel` (`{"taskType":"cancel","taskUUID":<task>}`).
 A sync `audioInference` reply is empty with `follow` set: the transport waits for the task and
 renders its results; async ones (and those with a webhookURL) are acknowledged at once.
 """
@@ -21,13 +22,14 @@ from typing import Any
 
 from .. import outbound
 from ..errors import CantataError
-from ..jobs.engine import DuplicateTask, Engine, NotServed, QueueFull, ShuttingDown, TaskView
+from ..jobs.engine import DuplicateTask, Engine, NotServed, PlannerNotReady, QueueFull, ShuttingDown, TaskView
 from ..jobs.media import is_media_id
 from ..logfmt import kv
 from .cost import CostModel
 from .errors import RunwareError, documentation_url, runware_error
 from .metrics import Metrics
 from .model_search import catalogue_sources, model_search
+from .prompt_enhance import reply_items, validate_prompt_enhance
 from ..models.adapters.registry import LoraRegistry
 from .responses import Renderer, ack, url_path
 from ..limits import Limits
@@ -35,7 +37,8 @@ from .validation import validate_audio_inference, validate_task_uuid
 
 log = logging.getLogger("cantata.api")
 
-TASK_TYPES = ("audioInference", "getResponse", "getTaskDetails", "mediaStorage", "modelSearch", "cancel", "ping",
+TASK_TYPES = ("audioInference", "getResponse", "getTaskDetails", "mediaStorage", "modelSearch", "promptEnhance",
+              "cancel", "ping",
               "authentication")
 
 
@@ -68,7 +71,8 @@ class Dispatcher:
         self._handlers = {
             "audioInference": self._audio_inference, "getResponse": self._get_response,
             "getTaskDetails": self._get_task_details, "mediaStorage": self._media_storage,
-            "modelSearch": self._model_search, "cancel": self._cancel, "ping": self._ping,
+            "modelSearch": self._model_search, "promptEnhance": self._prompt_enhance, "cancel": self._cancel,
+            "ping": self._ping,
             "authentication": self._noop,
         }
 
@@ -214,6 +218,30 @@ class Dispatcher:
         except CantataError as exc:  # whatever failed to fetch, decode or store, the cause is `media`
             exc.parameter = "media"
             raise
+
+    # -- promptEnhance ----------------------------------------------------------------------------
+
+    async def _prompt_enhance(self, task: dict, caller: Caller) -> Reply:
+        validated = validate_prompt_enhance(task)
+        if self.engine.planner is None:
+            raise self.error("unsupportedPromptEnhance", "promptEnhance is answered by the 5 Hz LM planner and "
+                             "this server serves none; start it with a planner (--planner).", parameter="taskType")
+        if caller.dry_run:
+            return Reply(data=[{"taskType": "promptEnhance", "taskUUID": validated.task_uuid, "dryRun": True}])
+        try:
+            done = await asyncio.to_thread(self.engine.enhance_prompt, validated.prompt,
+                                           versions=validated.versions, max_length=validated.max_length)
+        except (PlannerNotReady, ShuttingDown):
+            raise self.error("serviceUnavailable", "The planner is not loaded yet (or the server is stopping); "
+                             "retry shortly.") from None
+        cost = self.costs.actual(done.model, done.seconds) if validated.include_cost else None
+        return Reply(data=reply_items(validated, done.texts, cost))
+
+    # -- taskHistory -------------------------------------------------------------------------------
+
+    async def _task_history(self, task: dict, caller: Caller) -> Reply:
+        return Reply(data=[await task_history(task, caller.key_id, self.engine, self.renderer,
+                                              dry_run=caller.dry_run)])
 
     # -- modelSearch -------------------------------------------------------------------------------
 

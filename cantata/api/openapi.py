@@ -32,7 +32,7 @@ from .. import __version__
 from ..audio import codecs
 from ..limits import Limits
 from ..models.variants import VARIANTS, Variant, get_variant
-from . import model_search
+from . import model_search, prompt_enhance
 from .dispatch import TASK_TYPES
 from .errors import RunwareError, all_codes
 from .validation import FIELDS, LOSSY_FORMATS, TASK_TYPE, FieldSpec, Scope
@@ -235,6 +235,19 @@ def _task_schemas(variants: Sequence[Variant], limits: Limits) -> dict[str, dict
         "modelSearch": _task("modelSearch", "The served checkpoints (category checkpoint) and the installed "
                              "adapters (category lora, with baseModel), in Runware's shape: results and "
                              "totalResults.", _model_search_properties()),
+        "promptEnhance": _task("promptEnhance", "Runware's prompt enhancement, answered by the 5 Hz LM planner "
+                               "(its caption for the prompt, from the metadata phase): one item {taskType, "
+                               "taskUUID, text, cost?} per version. unsupportedPromptEnhance without a planner.",
+                               _prompt_enhance_properties(), ("taskType", "taskUUID", "prompt")),
+        "taskHistory": _task("taskHistory", "Cantata extension: this API key's audioInference tasks, newest first "
+                             "(operation list: items with status, request and result URLs, then nextCursor for "
+                             "the next page, null on the last), or forget a finished one and its files "
+                             "(operation delete, target: its taskUUID).",
+                             {"operation": {"type": "string", "enum": list(HISTORY_OPERATIONS), "default": "list"},
+                              "limit": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX_LIMIT,
+                                        "default": HISTORY_DEFAULT_LIMIT},
+                              "cursor": {"type": "string", "description": "nextCursor of the previous page"},
+                              "target": {"type": "string", "description": "delete: the taskUUID to forget"}}),
         "ping": _task("ping", "Answers pong.", required=("taskType",)),
         "authentication": _task("authentication", "The API key, as the first task instead of an "
                                 "Authorization header (WebSocket: the first message).",
@@ -251,6 +264,17 @@ def _model_search_properties() -> dict[str, Any]:
             "limit": {"type": "integer", "minimum": 1, "maximum": model_search.MAX_LIMIT,
                       "default": model_search.DEFAULT_LIMIT},
             "offset": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0}}
+
+
+def _prompt_enhance_properties() -> dict[str, Any]:
+    def bounded(bounds: tuple[int, int], default: int) -> dict[str, Any]:
+        return {"type": "integer", "minimum": bounds[0], "maximum": bounds[1], "default": default}
+
+    return {"prompt": {"type": "string", "minLength": prompt_enhance.PROMPT_CHARS[0],
+                       "maxLength": prompt_enhance.PROMPT_CHARS[1]},
+            "promptMaxLength": bounded(prompt_enhance.MAX_LENGTH, prompt_enhance.DEFAULT_MAX_LENGTH),
+            "promptVersions": bounded(prompt_enhance.VERSIONS, prompt_enhance.DEFAULT_VERSIONS),
+            "includeCost": {"type": "boolean", "default": False}}
 
 
 def _pascal(name: str) -> str:
@@ -283,7 +307,7 @@ def _reply_schemas(codes: dict[str, str]) -> dict[str, dict[str, Any]]:
                 "status": string, "progress": {"type": "integer", "minimum": 0, "maximum": 100},
                 "audioUUID": string, "audioURL": string, "audioBase64Data": string, "audioDataURI": string,
                 "seed": {"type": "integer"}, "cost": {"type": "number"}, "dryRun": {"type": "boolean"},
-                "pong": {"type": "boolean"}, "operation": string, "mediaUUID": string, "mediaURL": string,
+                "pong": {"type": "boolean"}, "text": string, "operation": string, "mediaUUID": string, "mediaURL": string,
                 "request": {"type": "array", "items": {"type": "object"}}, "response": {"type": "object"},
                 "attempts": {"type": "integer"},
                 "plannedMetadata": {

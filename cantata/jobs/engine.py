@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from ..errors import CantataError
 from ..logfmt import kv
+from ..pipeline.enhance import enhance_prompt
 from ..planner.checkpoint import served_planner
 from .inputs import InputAudio, InputError, is_url
 from .mapping import base_seed, batch_key
@@ -56,7 +57,7 @@ _PROGRESS_EVERY = 0.25  # seconds between progress notifications
 _PERSIST_EVERY = 1.0  # seconds between progress writes to the store
 
 __all__ = ["Engine", "TaskView", "Event", "QueueFull", "DuplicateTask", "NotServed", "ShuttingDown",
-           "InputError", "TASK_INTERRUPTED", "TASK_CANCELLED", "MAX_ATTEMPTS"]
+           "PlannerNotReady", "EnhancedPrompts", "InputError", "TASK_INTERRUPTED", "TASK_CANCELLED", "MAX_ATTEMPTS"]
 
 
 class NotServed(Exception):
@@ -65,6 +66,19 @@ class NotServed(Exception):
 
 class ShuttingDown(Exception):
     """The server is stopping and takes no new work."""
+
+
+class PlannerNotReady(Exception):
+    """No loaded model worker carries the planner (none is served, or its model is still loading)."""
+
+
+@dataclass(frozen=True)
+class EnhancedPrompts:
+    """A promptEnhance answer: the texts, the model whose worker planned them, and the seconds spent."""
+
+    texts: list[str]
+    model: str
+    seconds: float
 
 
 class Event(NamedTuple):
@@ -277,6 +291,25 @@ class Engine:
         self.store.delete_media(media_id)
         self.storage.delete(record.storage_key)
         return True
+
+    def enhance_prompt(self, prompt: str, *, versions: int, max_length: int) -> EnhancedPrompts:
+        """promptEnhance on the planner of a loaded worker, run on that worker's thread between its
+        batches (the API never touches the models). Blocks until done."""
+        if not self.accepting:
+            raise ShuttingDown()
+        worker = next((w for w in self.workers.values()
+                       if w.loaded.is_set() and getattr(w.pipeline, "planner", None) is not None), None)
+        if worker is None:
+            raise PlannerNotReady()
+
+        def errand(pipeline, cancelled) -> tuple[list[str], float]:
+            started = time.perf_counter()
+            texts = enhance_prompt(pipeline.planner, prompt, versions=versions, max_length=max_length,
+                                   cancelled=cancelled)
+            return texts, time.perf_counter() - started
+
+        texts, seconds = worker.run_errand(errand).result()
+        return EnhancedPrompts(texts, worker.model, seconds)
 
     # -- JobSink: what workers report ----------------------------------------------------------
 

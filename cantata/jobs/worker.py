@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,6 +103,39 @@ class ModelWorker(threading.Thread):
         self.loaded = threading.Event()
         self.load_error: str | None = None
         self._abort = threading.Event()
+        self._errands: queue.SimpleQueue[tuple[Callable[..., Any], Future]] = queue.SimpleQueue()
+
+    def run_errand(self, errand: Callable[..., Any]) -> Future:
+        """Have this worker's thread run `errand(pipeline, cancelled)` between two batches (work
+        such as promptEnhance that needs the resident models but is no audio task); the future
+        holds its result or exception. It starts within one poll interval when the worker idles,
+        after the running batch otherwise."""
+        future: Future = Future()
+        self._errands.put((errand, future))
+        return future
+
+    def _run_errands(self) -> None:
+        while True:
+            try:
+                errand, future = self._errands.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(errand(self.pipeline, self._abort.is_set))
+            except BaseException as exc:  # the caller hears every failure; the worker goes on
+                future.set_exception(exc)
+
+    def _refuse_errands(self) -> None:
+        """A worker that stops (or never loaded) fails what was still waiting, so no caller hangs."""
+        while True:
+            try:
+                _, future = self._errands.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(GenerationCancelled("the model worker stopped"))
 
     def abort(self) -> None:
         """Stop the running batch at its next step (shutdown past the grace period)."""
@@ -113,13 +148,16 @@ class ModelWorker(threading.Thread):
         except Exception as exc:  # a missing checkpoint must leave the server up and /ready false
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error(kv("model.load_failed", model=self.model, error=self.load_error))
+            self._refuse_errands()
             return
         self.loaded.set()
         log.info(kv("model.loaded", model=self.model, demo=self.demo or None))
         while not self.scheduler.closed:
+            self._run_errands()
             batch = self.scheduler.next_batch(self.model, timeout=self.poll_interval)
             if batch:
                 self.run_batch(batch)
+        self._refuse_errands()
 
     # -- one batch -------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The one cancel check of a generation: the caller's flag, polled at every unit of long work.
 
-A generation polls `cancelled()` between sampler steps and before every VAE window (encode and
-decode), so a client's cancel or a server shutdown's grace period stops it at the next of
+A generation polls `cancelled()` between planner decode steps, between sampler steps and before
+every VAE window (encode and decode), so a client's cancel or a server shutdown's grace period stops it at the next of
 those points, wherever it is.
 """
 

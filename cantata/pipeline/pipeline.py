@@ -96,13 +96,13 @@ class CantataPipeline:
         """Several requests in one DiT batch (equal `batch_key`s), or one request of any kind.
 
         The planner, when loaded, runs first for the requests that need it (`thinking.plan_requests`).
-        Progress and cancellation apply to the whole batch; `cancelled` is polled between sampler
-        steps and before every VAE window, encode and decode alike.
+        Progress and cancellation apply to the whole batch; `cancelled` is polled between planner
+        decode steps, between sampler steps and before every VAE window, encode and decode alike.
         """
         keys = [self.batch_key(r) for r in requests]
         if len(requests) > 1 and (None in keys or len(set(keys)) > 1):
             raise ValueError("these requests cannot share a batch (different batch_key)")
-        requests, planned = plan_requests(self.planner, self.dit, requests)
+        requests, planned = plan_requests(self.planner, self.dit, requests, cancelled)
         selections = [self.adapter_cache.resolve(r.adapters) for r in requests]
         preps = [self.prepare(r, cancelled) for r in requests]
         plan, noise = self.plan_batch(preps)

@@ -17,6 +17,7 @@ import dataclasses
 
 from ..errors import CantataError
 from ..models.variants import TEXT2MUSIC
+from .cancel import CancelCheck
 from .latents import random_seed
 from .request import GenerationRequest, PlannedMetadata
 from .tasks import codes_hints
@@ -41,10 +42,13 @@ def needs_planning(request: GenerationRequest) -> bool:
     return request.thinking or missing_metadata(request)
 
 
-def plan_requests(planner, dit, requests: list[GenerationRequest]
+def plan_requests(planner, dit, requests: list[GenerationRequest], cancelled: CancelCheck | None = None
                   ) -> tuple[list[GenerationRequest], list[PlannedMetadata | None]]:
     """The requests as the DiT will render them, and what the planner decided for each (None:
-    not planned). Without a planner, requests pass unchanged unless one asks for `thinking`."""
+    not planned). Without a planner, requests pass unchanged unless one asks for `thinking`.
+    `cancelled` is polled between the planner's decode steps. Planning reports no progress: the
+    progress a client sees counts the DiT's steps, and a planner fraction before them would make
+    it run twice from 0 to 100."""
     jobs = [i for i, r in enumerate(requests) if needs_planning(r)]
     planned: list[PlannedMetadata | None] = [None] * len(requests)
     if not jobs:
@@ -58,7 +62,7 @@ def plan_requests(planner, dit, requests: list[GenerationRequest]
     requests = [_with_seeds(r) if i in jobs else r for i, r in enumerate(requests)]
     asks = [plan_request(requests[i]) for i in jobs]
     out = list(requests)
-    for i, ask, plan in zip(jobs, asks, planner.plan(asks)):
+    for i, ask, plan in zip(jobs, asks, planner.plan(asks, cancelled=cancelled)):
         r = requests[i]
         merged = merge_metadata(ask, plan.metadata, r.language, rewrite_caption=r.rewrite_caption)
         hints = None

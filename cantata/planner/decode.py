@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..pipeline.cancel import CancelCheck, stop_if_cancelled
 from .fsm import MetadataFSM
 from .sampling import SamplingSettings, draw, guided, repetition_penalty, top_k_filter, top_p_filter
 
@@ -58,10 +59,13 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.inference_mode()
-def decode(model, items: list[Item], eos_id: int, pad_id: int, keep_logits_steps: int = 0) -> list[Trace]:
+def decode(model, items: list[Item], eos_id: int, pad_id: int, keep_logits_steps: int = 0,
+           cancelled: CancelCheck | None = None) -> list[Trace]:
     """Decode every item until it writes EOS / pad or reaches its `max_new_tokens`.
 
     `keep_logits_steps`: keep the raw and guided logits of the first steps (for parity checks).
+    `cancelled` is polled before every forward (one per token), so a cancel or a shutdown stops a
+    plan of thousands of codes within one step instead of after the whole phase.
     """
     device = model.device
     cond_rows = [it.prompt for it in items]
@@ -77,6 +81,7 @@ def decode(model, items: list[Item], eos_id: int, pad_id: int, keep_logits_steps
     cache, step = None, 0
     inputs, positions = ids, torch.arange(width, device=device).expand(len(rows), -1)
     while not all(done):
+        stop_if_cancelled(cancelled, f"planner step {step}")
         out = model.model(input_ids=inputs, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
         cache = out.cache
         hidden = out.last_hidden_state[:, -1]

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..pipeline.cancel import CancelCheck
 from . import prompts
 from .checkpoint import DEFAULT_PLANNER, PlannerSpec, load_planner
 from .decode import Item, Trace, decode
@@ -94,14 +95,16 @@ class Planner:
     def name(self) -> str | None:
         return self.spec.name if self.spec else None
 
-    def plan(self, requests: list[PlanRequest], keep_logits_steps: int = 0) -> list[Plan]:
-        """Plan every request; the metadata phases run as one batch, then the codes phases."""
+    def plan(self, requests: list[PlanRequest], keep_logits_steps: int = 0,
+             cancelled: CancelCheck | None = None) -> list[Plan]:
+        """Plan every request; the metadata phases run as one batch, then the codes phases.
+        `cancelled` is polled between decode steps (`GenerationCancelled` when it says so)."""
         device = self.model.device
         generators = [_generator(r.seeds[0], device) if r.seeds else None for r in requests]
         metas = [self._skip_cot(r) for r in requests]
         cot_jobs = [i for i, m in enumerate(metas) if m is None]
         cot_traces = self._run(
-            [self._cot_item(requests[i], generators[i]) for i in cot_jobs], keep_logits_steps)
+            [self._cot_item(requests[i], generators[i]) for i in cot_jobs], keep_logits_steps, cancelled)
         plans: list[Plan] = []
         for i, r in enumerate(requests):
             if i in cot_jobs:
@@ -116,15 +119,15 @@ class Planner:
             r = requests[i]
             gen = generators[i] if r.items == 1 else _generator(r.seeds[k], device) if r.seeds else None
             code_items.append(self._codes_item(r, plans[i].metadata, gen))
-        for (i, k), trace in zip(code_jobs, self._run(code_items, keep_logits_steps)):
+        for (i, k), trace in zip(code_jobs, self._run(code_items, keep_logits_steps, cancelled)):
             plans[i].codes[k] = audio_codes(self.tokenizer.decode(trace.tokens))
             plans[i].traces[f"codes{k}" if requests[i].items > 1 else "codes"] = trace
         return plans
 
-    def _run(self, items: list[Item], keep_logits_steps: int) -> list[Trace]:
+    def _run(self, items: list[Item], keep_logits_steps: int, cancelled: CancelCheck | None) -> list[Trace]:
         if not items:
             return []
-        return decode(self.model, items, self.tokenizer.eos_id, self.tokenizer.pad_id, keep_logits_steps)
+        return decode(self.model, items, self.tokenizer.eos_id, self.tokenizer.pad_id, keep_logits_steps, cancelled)
 
     @staticmethod
     def _skip_cot(r: PlanRequest) -> dict[str, Any] | None:
