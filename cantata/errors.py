@@ -150,6 +150,8 @@ CATALOGUE: dict[str, Code] = {
     "unsupportedModel": Code(400, "The model is a valid ACE-Step AIR but this server does not serve it."),
     "invalidMediaStorage": Code(400, "mediaStorage needs operation 'upload' (with media) or 'delete' (with a media "
                                      "UUID)."),
+    "invalidTaskHistory": Code(400, "A taskHistory field has the wrong type or is out of range (parameter names it)."),
+    "conflictTaskNotFinished": Code(400, "taskHistory delete: the task is still queued or running; cancel it first."),
     "taskNotFound": Code(404, "No task with this taskUUID for this API key (unknown, expired or another key's)."),
     "mediaNotFound": Code(404, "No media with this UUID for this API key (unknown, deleted or expired)."),
     "mediaExpired": Code(404, "The media existed but its retention (ttl) is over."),

@@ -9,6 +9,7 @@ dispatch); an `authentication` task reaching here is a no-op.
 Task types: `audioInference`, `getResponse`, `getTaskDetails`, `mediaStorage` (upload/delete of
 input audio), `modelSearch` (served checkpoints and installed adapters), `promptEnhance` (the
 planner's caption for a prompt, run on the worker that owns the planner), `ping`, and Cantata's `cancel` (`{"taskType":"cancel","taskUUID":<task>}`).
+Cantata's `taskHistory` lists one key's tasks newest first and deletes them (cantata.api.history).
 A sync `audioInference` reply is empty with `follow` set: the transport waits for the task and
 renders its results; async ones (and those with a webhookURL) are acknowledged at once.
 """
@@ -27,6 +28,7 @@ from ..jobs.media import is_media_id
 from ..logfmt import kv
 from .cost import CostModel
 from .errors import RunwareError, documentation_url, runware_error
+from .history import task_history
 from .metrics import Metrics
 from .model_search import catalogue_sources, model_search
 from .prompt_enhance import reply_items, validate_prompt_enhance
@@ -39,7 +41,7 @@ log = logging.getLogger("cantata.api")
 
 TASK_TYPES = ("audioInference", "getResponse", "getTaskDetails", "mediaStorage", "modelSearch", "promptEnhance",
               "cancel", "ping",
-              "authentication")
+              "taskHistory", "authentication")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class Dispatcher:
             "getTaskDetails": self._get_task_details, "mediaStorage": self._media_storage,
             "modelSearch": self._model_search, "promptEnhance": self._prompt_enhance, "cancel": self._cancel,
             "ping": self._ping,
-            "authentication": self._noop,
+            "taskHistory": self._task_history, "authentication": self._noop,
         }
 
     async def handle(self, task: Any, caller: Caller) -> Reply:

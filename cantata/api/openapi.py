@@ -34,6 +34,8 @@ from ..limits import Limits
 from ..models.variants import VARIANTS, Variant, get_variant
 from . import model_search, prompt_enhance
 from .dispatch import TASK_TYPES
+from .history import DEFAULT_LIMIT as HISTORY_DEFAULT_LIMIT, MAX_LIMIT as HISTORY_MAX_LIMIT
+from .history import OPERATIONS as HISTORY_OPERATIONS
 from .errors import RunwareError, all_codes
 from .validation import FIELDS, LOSSY_FORMATS, TASK_TYPE, FieldSpec, Scope
 

@@ -68,6 +68,10 @@ class ShuttingDown(Exception):
     """The server is stopping and takes no new work."""
 
 
+class TaskNotFinished(Exception):
+    """A queued or running task cannot be deleted from the history."""
+
+
 class PlannerNotReady(Exception):
     """No loaded model worker carries the planner (none is served, or its model is still loading)."""
 
@@ -280,6 +284,26 @@ class Engine:
             if queued:  # no worker holds it, so none will report back
                 self._forget(task_uuid)
         return self.view(task_uuid, key_id)
+
+    def history(self, key_id: str, *, before_seq: int | None, limit: int) -> list[tuple[int, TaskView]]:
+        """One page of a key's tasks, newest first, each with its `seq` (the next page is the one
+        below the last `seq`): what the `taskHistory` extension lists."""
+        records = self.store.tasks_of_key(key_id, before_seq=before_seq, limit=limit)
+        pages = [(r.seq, self.view(r.uuid, key_id)) for r in records]
+        return [(seq, view) for seq, view in pages if view is not None]  # None: deleted meanwhile
+
+    def delete_task(self, task_uuid: str, *, key_id: str) -> bool:
+        """Forget a finished task of this key with its result files. False when unknown or another
+        key's; `TaskNotFinished` while it is queued or running (cancel it first: a worker holds it)."""
+        view = self.view(task_uuid, key_id)
+        if view is None:
+            return False
+        if not view.finished:
+            raise TaskNotFinished(task_uuid)
+        self.store.delete_task(task_uuid)
+        for result in view.results:
+            self.delete_media(result.audio_uuid, key_id=key_id)
+        return True
 
     def upload(self, data: bytes, mime: str | None, *, key_id: str) -> MediaRecord:
         return self.inputs.save_upload(data, mime, owner=key_id)

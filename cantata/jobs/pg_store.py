@@ -215,6 +215,17 @@ class PostgresStore:
                                 (list(statuses),)).fetchall()
         return [TaskRecord(**r) for r in rows]
 
+    def tasks_of_key(self, key_id: str, *, before_seq: int | None, limit: int) -> list[TaskRecord]:
+        with self._tx() as conn:
+            rows = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE key_id=%s AND seq<%s ORDER BY seq DESC "
+                                "LIMIT %s", (key_id, before_seq if before_seq is not None else 2**63 - 1,
+                                             limit)).fetchall()
+        return [TaskRecord(**r) for r in rows]
+
+    def delete_task(self, uuid: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM tasks WHERE uuid=%s", (uuid,)).rowcount > 0
+
     def mark_running(self, uuid: str, now: float) -> bool:
         with self._tx() as conn:
             return conn.execute("UPDATE tasks SET status='running', attempts=attempts+1, started_at=%s, progress=0"

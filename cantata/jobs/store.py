@@ -283,6 +283,15 @@ class Store:
         marks = ",".join("?" * len(statuses))
         return [_task(r) for r in self._read(f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY seq", statuses)]
 
+    def tasks_of_key(self, key_id: str, *, before_seq: int | None, limit: int) -> list[TaskRecord]:
+        rows = self._read("SELECT * FROM tasks WHERE key_id=? AND seq<? ORDER BY seq DESC LIMIT ?",
+                          (key_id, before_seq if before_seq is not None else 2**63 - 1, limit))
+        return [_task(r) for r in rows]
+
+    def delete_task(self, uuid: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM tasks WHERE uuid=?", (uuid,)).rowcount > 0
+
     def mark_running(self, uuid: str, now: float) -> bool:
         """queued -> running, counting an attempt; False if the task is no longer queued."""
         with self._write() as conn:

@@ -63,6 +63,14 @@ class JobStore(Protocol):
     def tasks_with_status(self, *statuses: str) -> list[TaskRecord]:
         """The tasks in any of `statuses`, in `seq` order."""
 
+    def tasks_of_key(self, key_id: str, *, before_seq: int | None, limit: int) -> list[TaskRecord]:
+        """One key's tasks, newest first (descending `seq`), only those with `seq < before_seq`
+        when given: one page of its history, the next page starting below the last `seq` seen."""
+
+    def delete_task(self, uuid: str) -> bool:
+        """Forget a task with its results and outbox rows (cascade); the result files' media rows
+        are left to the caller. False when there was no such task."""
+
     def mark_running(self, uuid: str, now: float) -> bool:
         """queued -> running: counts an attempt, sets `started_at`, progress 0. False (nothing
         written) if the task is not queued; of concurrent callers exactly one gets True."""
