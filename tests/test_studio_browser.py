@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from cantata.api.auth import add_key
 from serverkit import config, server_checkpoints, uvicorn_server
@@ -132,6 +134,21 @@ def test_cancel_a_running_task(page):
     take.locator(".task-cancel").click()
     wait_done(take, "cancelled")
     assert "cancelled" in take.locator(".task-error").inner_text()
+
+
+def test_a_picked_file_is_uploaded_and_becomes_the_repaint_source(page, tmp_path):
+    rate = 48000
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(8 * rate) / rate)
+    source = tmp_path / "source.wav"
+    sf.write(source, np.stack([tone, tone], axis=1), rate)
+    page.set_input_files("#source-file", str(source))
+    page.wait_for_selector("#source-panel:not([hidden])")
+    media_uuid = page.input_value("#sourceAudio")
+    assert len(media_uuid) == 36 and media_uuid in page.inner_text("#source-name")
+    assert (page.input_value("#repaintingStart"), page.input_value("#repaintingEnd")) == ("2.0", "4.0")
+    assert page.is_disabled("#duration")  # the source sets the length
+    page.click("#source-clear")
+    assert not page.is_visible("#source-panel") and page.is_enabled("#duration")
 
 
 def test_presets_save_load_and_delete(page):

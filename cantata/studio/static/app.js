@@ -200,11 +200,34 @@ function wire() {
     delete all[$('preset-list').value];
     savePresets(all);
   };
+  $('source-file').addEventListener('change', uploadSource);
   $('history-more').onclick = loadHistory;
   $('change-key').onclick = async () => {
     localStorage.removeItem(KEY_STORE);
     location.reload();
   };
+}
+
+// A file picked as the repaint source goes up with mediaStorage; its mediaUUID is the source.
+async function uploadSource() {
+  const file = $('source-file').files[0];
+  if (!file) return;
+  clearErrors();
+  const media = await new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+  const reply = await client.send({taskType: 'mediaStorage', operation: 'upload', media});
+  if (reply.errors.length) { reply.errors.forEach(showError); return; }
+  const duration = await new Promise((resolve) => {
+    const probe = new Audio(URL.createObjectURL(file));
+    probe.onloadedmetadata = () => resolve(probe.duration);
+    probe.onerror = () => resolve(0);
+  });
+  setSource(reply.data[0].mediaUUID, duration);
+  saveForm();
 }
 
 // Put a section tag on its own line at the cursor.
