@@ -151,6 +151,20 @@ def test_a_picked_file_is_uploaded_and_becomes_the_repaint_source(page, tmp_path
     assert not page.is_visible("#source-panel") and page.is_enabled("#duration")
 
 
+def test_phone_width_in_dark_mode_fits_and_follows_the_system(browser, studio, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    page = context.new_page()
+    page.goto(studio + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert sum(int(c) for c in background[background.index("(") + 1:-1].split(",")[:3]) < 3 * 64, background
+    page.keyboard.press("Tab")  # the first stop is a control of the page, in reading order
+    assert page.evaluate("document.activeElement.id") == "model"
+    shot(page, tmp_path, "studio-phone-dark")
+    context.close()
+
+
 def test_presets_save_load_and_delete(page):
     page.fill("#positivePrompt", "preset caption")
     page.fill("#preset-name", "mine")
