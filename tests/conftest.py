@@ -41,3 +41,25 @@ def pipelines(parity_root):
         return cache[kit_variant]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small per-token tensor ops on a shared 2-core box: one thread is many times faster (the LM
+    kit shows the official results do not depend on the thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def planner_root(tmp_path_factory) -> Path:
+    """Tiny random XL SFT checkpoints plus a tiny 1.7B planner with the real vocabulary, written once."""
+    from cantata.models.tiny import write_tiny_checkpoint
+    from cantata.planner.tiny import write_tiny_planner
+
+    root = tmp_path_factory.mktemp("tiny-with-planner")
+    write_tiny_checkpoint(root, ["xl-sft"])
+    write_tiny_planner(root, "1.7B")
+    return root

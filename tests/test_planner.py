@@ -28,6 +28,8 @@ from cantata.planner.tokenizer import AUDIO_CODE_BASE, VALID_CODES
 from parity import FIXTURES as DIT_FIXTURES
 from parity import LM_KIT
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 KIT = LM_KIT.folder
 CHECKPOINTS = KIT / "checkpoints"
 EOS_AND_CODES = [151645] + list(range(AUDIO_CODE_BASE, AUDIO_CODE_BASE + VALID_CODES))
@@ -43,16 +45,6 @@ FSM_CASES = [c for c, m in manifest.items() if m["kind"] == "fsm"]
 
 
 assert_kit = LM_KIT.assert_matches
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small per-step tensor ops on a shared 2-core box: one thread is many times faster, and the
-    kit shows the official results do not depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,34 +18,22 @@ from websockets.sync.client import connect
 from cantata.api.errors import RunwareError
 from cantata.api.validation import FIELD, validate_audio_inference
 from cantata.jobs.mapping import base_seed, batch_key, generation_request
-from cantata.models.tiny import write_tiny_checkpoint
 from cantata.pipeline.pipeline import CantataPipeline
 from cantata.pipeline.request import GenerationRequest, SourceAudio
 from cantata.pipeline.thinking import PlannerUnavailable, plan_requests
 from cantata.planner import PlanRequest, Planner, SamplingSettings, codes_to_hints, served_planner
-from cantata.planner.tiny import write_tiny_planner
 from parity import LM_KIT
 from serverkit import REPO, XL_SFT, ServerProcess, free_port, new_uuid, wait_for
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PLANNER_FIELDS = ("thinking", "planner", "plannerTemperature", "plannerCFGScale", "plannerTopK", "plannerTopP",
                   "rewriteCaption")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small per-token ops on a shared box: one thread is much faster (as in test_planner)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-with-planner")
-    write_tiny_checkpoint(root, ["xl-sft"])
-    write_tiny_planner(root, "1.7B")
-    return root
+def root(planner_root):
+    return planner_root
 
 
 @pytest.fixture(scope="module")

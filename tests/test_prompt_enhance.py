@@ -11,29 +11,17 @@ import torch
 from cantata.api.errors import RunwareError
 from cantata.api.openapi import openapi_document
 from cantata.api.prompt_enhance import DEFAULT_MAX_LENGTH, DEFAULT_VERSIONS, validate_prompt_enhance
-from cantata.models.tiny import write_tiny_checkpoint
 from cantata.pipeline.enhance import clip, enhance_prompt
 from cantata.pipeline.request import GenerationCancelled
 from cantata.planner import Planner, PlanRequest
-from cantata.planner.tiny import write_tiny_planner
 from serverkit import app_client, config, new_uuid, post
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small per-token ops on a shared box: one thread is much faster (as in test_planner)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-with-planner")
-    write_tiny_checkpoint(root, ["xl-sft"])
-    write_tiny_planner(root, "1.7B")
-    return root
+def root(planner_root):
+    return planner_root
 
 
 @pytest.fixture(scope="module")
