@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -114,14 +114,18 @@ class ModelWorker(threading.Thread):
         self._errands.put((errand, future))
         return future
 
-    def _run_errands(self) -> None:
+    def _waiting_errands(self) -> Iterator[tuple[Callable[..., Any], Future]]:
+        """The errands queued now whose callers have not given up on them."""
         while True:
             try:
                 errand, future = self._errands.get_nowait()
             except queue.Empty:
                 return
-            if not future.set_running_or_notify_cancel():
-                continue
+            if future.set_running_or_notify_cancel():
+                yield errand, future
+
+    def _run_errands(self) -> None:
+        for errand, future in self._waiting_errands():
             try:
                 future.set_result(errand(self.pipeline, self._abort.is_set))
             except BaseException as exc:  # the caller hears every failure; the worker goes on
@@ -129,13 +133,8 @@ class ModelWorker(threading.Thread):
 
     def _refuse_errands(self) -> None:
         """A worker that stops (or never loaded) fails what was still waiting, so no caller hangs."""
-        while True:
-            try:
-                _, future = self._errands.get_nowait()
-            except queue.Empty:
-                return
-            if future.set_running_or_notify_cancel():
-                future.set_exception(GenerationCancelled("the model worker stopped"))
+        for _, future in self._waiting_errands():
+            future.set_exception(GenerationCancelled("the model worker stopped"))
 
     def abort(self) -> None:
         """Stop the running batch at its next step (shutdown past the grace period)."""
