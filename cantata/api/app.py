@@ -57,7 +57,7 @@ _SESSION_SWEEP_EVERY = 5.0
 def create_app(config: ServerConfig, engine: Engine | None = None, *, keyring: KeyRing | None = None) -> FastAPI:
     engine = engine or Engine.from_config(config)
     costs = CostModel(config.cost_per_gpu_second, config.cost_per_audio_second)
-    renderer = Renderer(base_url=config.base_url, store=engine.store, storage=engine.storage, costs=costs)
+    renderer = Renderer(base_url=config.base_url, result_bytes=engine.result_bytes, costs=costs)
     metrics = Metrics(engine)
     watch = TaskWatch(engine)
     policy = config.outbound_policy()

@@ -125,7 +125,7 @@ class Dispatcher:
         if validated.variant.name not in self.engine.models:
             raise self._not_served(validated.variant.air)
         if caller.dry_run:
-            if self.engine.store.get_task(validated.task_uuid) is not None:
+            if self.engine.exists(validated.task_uuid):
                 raise self._conflict(validated.task_uuid)
             return Reply(data=[{**ack(validated.task_uuid), "cost": self.costs.estimate(validated), "dryRun": True}])
         try:
@@ -215,7 +215,7 @@ class Dispatcher:
             if media[:8].lower().startswith(("http://", "https://")):
                 data, mime = await outbound.fetch_bytes(media, self.policy)
             else:
-                data, mime = self.engine.inputs.decode_inline(media, "media")
+                data, mime = self.engine.decode_inline(media, "media")
             return await asyncio.to_thread(self.engine.upload, data, mime, key_id=caller.key_id)
         except CantataError as exc:  # whatever failed to fetch, decode or store, the cause is `media`
             exc.parameter = "media"

@@ -17,12 +17,12 @@ from .services import Services
 async def media(request: Request, name: str) -> Response:
     s: Services = request.app.state.cantata
     media_id, dot, ext = name.partition(".")
-    record = s.engine.store.get_media(media_id) if is_media_id(media_id) else None
+    record = s.engine.find_media(media_id) if is_media_id(media_id) else None
     if record is None or record.ext != dot + ext:
         return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name[:80]}.")])
     if record.expires_at <= s.engine.clock():
         return envelope([], [s.dispatcher.error("mediaExpired", f"{name} has expired (its ttl is over).")])
-    path = s.engine.storage.local_path(record.storage_key)
+    path = s.engine.media_path(record)
     if path is None or not path.is_file():
         return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name}.")])
     return FileResponse(path, media_type=record.mime, headers={"Cache-Control": "private, max-age=3600"})

@@ -28,7 +28,7 @@ class _QueueDepth:
     def collect(self):
         family = GaugeMetricFamily("cantata_queue_depth", "Tasks waiting in the queue.", labels=["model"])
         for model in self.engine.models:
-            family.add_metric([model], self.engine.scheduler.depth(model))
+            family.add_metric([model], self.engine.queue_depth(model))
         yield family
 
 

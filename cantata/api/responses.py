@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import CantataError
 from ..jobs.engine import TaskView
-from ..jobs.media import MediaStorage
-from ..jobs.store import CANCELLED, ERROR, SUCCESS, ResultRecord, Store
+from ..jobs.store import CANCELLED, ERROR, SUCCESS, ResultRecord
 from ..logfmt import kv
 from .cost import CostModel
 from .errors import RunwareError, runware_error
@@ -64,10 +64,9 @@ def settled(view: TaskView) -> bool:
 
 
 class Renderer:
-    def __init__(self, *, base_url: str, store: Store, storage: MediaStorage, costs: CostModel) -> None:
+    def __init__(self, *, base_url: str, result_bytes: Callable[[ResultRecord], bytes], costs: CostModel) -> None:
         self.base_url = base_url.rstrip("/")
-        self.store = store
-        self.storage = storage
+        self.result_bytes = result_bytes  # the engine's reader of a result's file
         self.costs = costs
 
     def items(self, view: TaskView) -> tuple[list[dict[str, Any]], list[RunwareError]]:
@@ -135,8 +134,5 @@ class Renderer:
         return {"data": [self.result_item(view, view.results[idx])]}
 
     def media_bytes(self, result: ResultRecord) -> bytes:
-        media = self.store.get_media(result.audio_uuid)
-        if media is None:
-            raise FileNotFoundError(result.audio_uuid)
-        return self.storage.get(media.storage_key)
+        return self.result_bytes(result)
 

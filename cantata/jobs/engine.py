@@ -31,7 +31,8 @@ import uuid as uuidlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
 
 from ..errors import CantataError
 from ..logfmt import kv
@@ -107,6 +108,11 @@ class TaskView:
     deliveries: list[Delivery]
     created_at: float
     finished_at: float | None
+    #: Queued: how many queued tasks of its model were submitted before it (0: next in line).
+    queue_position: int | None = None
+    #: Seconds until it is expected to finish: queued, from its position and the model's recent
+    #: task times; running, from its progress so far. None when there is nothing to go on.
+    eta_seconds: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -138,6 +144,7 @@ class Engine:
         self._cancel_requested: set[str] = set()
         self._progress: dict[str, int] = {}
         self._progress_times: dict[str, tuple[float, float]] = {}  # uuid -> (last notified, last persisted)
+        self._task_seconds: dict[str, float] = {}  # model -> moving average of a task's run time (ETAs)
         self._lock = threading.Lock()
         self._stop_sweeper = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="cantata-sweeper", daemon=True)
@@ -262,12 +269,23 @@ class Engine:
         progress = record.progress
         if record.status == RUNNING:
             progress = max(progress, self._progress.get(task_uuid, 0))
+        position = self.scheduler.position(task_uuid) if record.status == QUEUED else None
         return TaskView(
             uuid=record.uuid, key_id=record.key_id, model=record.model, status=record.status, progress=progress,
             attempts=record.attempts, task=AudioInferenceTask.from_json(record.task_json),
             request=json.loads(record.request_json), error=record.error, results=self.store.results(task_uuid),
             deliveries=self.store.deliveries(task_uuid), created_at=record.created_at,
-            finished_at=record.finished_at)
+            finished_at=record.finished_at, queue_position=position,
+            eta_seconds=self._eta(record, progress, position))
+
+    def _eta(self, record, progress: int, position: int | None) -> float | None:
+        if record.status == RUNNING and record.started_at is not None and progress > 0:
+            elapsed = max(0.0, self.clock() - record.started_at)
+            return round(elapsed * (100 - progress) / progress, 1)
+        typical = self._task_seconds.get(record.model)
+        if position is not None and typical is not None:
+            return round((position + 1) * typical, 1)
+        return None
 
     def cancel(self, task_uuid: str, key_id: str) -> TaskView | None:
         """Cancel a queued or running task (a running batch stops at its next step, or drops this
@@ -305,8 +323,41 @@ class Engine:
             self.delete_media(result.audio_uuid, key_id=key_id)
         return True
 
+    def exists(self, task_uuid: str) -> bool:
+        """Whether a task with this UUID was ever accepted (and not yet forgotten), any key's."""
+        return self.store.get_task(task_uuid) is not None
+
+    def queue_depth(self, model: str | None = None) -> int:
+        """Tasks waiting to run (of `model`)."""
+        return self.scheduler.depth(model)
+
+    # -- media -----------------------------------------------------------------------------------
+
     def upload(self, data: bytes, mime: str | None, *, key_id: str) -> MediaRecord:
         return self.inputs.save_upload(data, mime, owner=key_id)
+
+    def decode_inline(self, value: str, parameter: str) -> tuple[bytes, str | None]:
+        """A base64 / data-URI audio value's bytes and declared MIME type (raises InputError)."""
+        return self.inputs.decode_inline(value, parameter)
+
+    def find_media(self, media_id: str) -> MediaRecord | None:
+        """A stored upload or result file by its id (any owner's: ids are unguessable)."""
+        return self.store.get_media(media_id)
+
+    def open_media(self, record: MediaRecord) -> BinaryIO:
+        """The file's bytes as a stream (raises OSError when the object is gone)."""
+        return self.storage.open(record.storage_key)
+
+    def media_path(self, record: MediaRecord) -> Path | None:
+        """The file on this machine's disk, when the storage keeps it there."""
+        return self.storage.local_path(record.storage_key)
+
+    def result_bytes(self, result: ResultRecord) -> bytes:
+        """A result's encoded file (raises FileNotFoundError once it is gone)."""
+        media = self.store.get_media(result.audio_uuid)
+        if media is None:
+            raise FileNotFoundError(result.audio_uuid)
+        return self.storage.get(media.storage_key)
 
     def delete_media(self, media_id: str, *, key_id: str) -> bool:
         record = self.store.get_media(media_id)
@@ -382,6 +433,10 @@ class Engine:
                                      mime=enc.mime, size=len(enc.data), gpu_seconds=per_item,
                                      expires_at=now + keep, planned=planned))
         record = self.store.get_task(job.uuid)
+        if record is not None and record.started_at is not None:
+            took = max(0.0, now - record.started_at)
+            before = self._task_seconds.get(record.model)
+            self._task_seconds[record.model] = took if before is None else 0.8 * before + 0.2 * took
         deliveries = [NewDelivery("upload", task.upload_endpoint, r.idx) for r in results if task.upload_endpoint]
         deliveries += [NewDelivery("webhook", task.webhook_url, r.idx) for r in results if task.webhook_url]
         ok = self.store.finish(job.uuid, SUCCESS, now=now, expires_at=now + self.result_ttl, results=results,

@@ -83,6 +83,15 @@ class Scheduler:
         with self._cond:
             return self._tasks.pop(task_uuid, None) is not None
 
+    def position(self, task_uuid: str) -> int | None:
+        """How many queued tasks of the same model were submitted before this one; None when it is
+        not queued. Key turns may run a later task of another key first: a position, not a promise."""
+        with self._cond:
+            task = self._tasks.get(task_uuid)
+            if task is None:
+                return None
+            return sum(1 for t in self._tasks.values() if t.model == task.model and t.seq < task.seq)
+
     def depth(self, model: str | None = None) -> int:
         with self._cond:
             return sum(1 for t in self._tasks.values() if model is None or t.model == model)
