@@ -102,9 +102,6 @@ class _Pipeline:
         self.steps = steps
         self.calls = []
 
-    def batch_key(self, request):
-        return "same"
-
     def generate_batch(self, requests, on_step=None, cancelled=None):
         self.calls.append([r.caption for r in requests])
         for i in range(self.steps):

@@ -186,7 +186,7 @@ def test_mapping_text_to_music_with_every_setting():
     assert (r.seeds, r.batch_size, r.steps) == ([39665, 39666, 39667], 3, 50)
     assert (r.guidance_type, r.guidance_scale, r.cfg_interval, r.dcw) == ("cfg", 15.0, (0.1, 0.9), True)
     assert (r.task, r.source, r.reference_audio, r.cover_noise_strength) == ("text2music", None, [], 0.0)
-    assert batch_key(t) == ("xl-sft", 50, "cfg", 15.0, 0.1, 0.9, True)
+    assert batch_key(t) == ("xl-sft", 50, 3.0, "cfg", 15.0, (0.1, 0.9), True)  # model, sampler settings
 
 
 def test_mapping_defaults_turbo_and_seeds():
@@ -334,9 +334,6 @@ class _FakePipeline:
     def __init__(self, fail_when=lambda requests: None):
         self.calls = []
         self.fail_when = fail_when
-
-    def batch_key(self, request):
-        return "same"
 
     def generate_batch(self, requests, on_step=None, cancelled=None):
         from cantata.pipeline.request import GenerationResult

@@ -9,10 +9,24 @@ The engine accepts tasks (inputs settled, seed fixed, row written, queued), canc
 status queries with plain `TaskView`s, persists what workers report and notifies listeners of
 every change. It knows nothing of HTTP or WebSocket envelopes.
 
+Roles: the same engine serves every process of a deployment. A single server (`cantata serve`)
+has the API, the store and the workers in one process and queues in memory (`Scheduler`). Where
+processes share a store (`--store postgresql://…`, or one worker process per device on one SQLite
+file), the engine is given a `StoreQueue` instead: its workers claim batches from the store under
+leases, an API-only node (`serve --no-worker`) runs no workers at all, and an `EventBus` carries
+"look again" hints between processes (`events`).
+
 Durability rules:
-* Start-up: queued tasks are queued again; a task found `running` died with the process. It is
-  retried once (its first start counted an attempt); found running a second time it fails with
-  `taskInterrupted`, so a task that crashes the server cannot crash it forever.
+* Start-up of a single server: queued tasks are queued again; a task found `running` died with
+  the process. It is retried once (its first start counted an attempt); found running a second
+  time it fails with `taskInterrupted`, so a task that crashes the server cannot crash it forever.
+* Shared store: nobody may assume a running task is dead at start-up (another process may run
+  it). Every process sweeps leases instead (the store lets one sweep at a time): a running task
+  whose lease lapsed is put back in the queue with its attempt counted, or fails with
+  `taskInterrupted` once it had `MAX_ATTEMPTS`. A worker renews its leases every
+  `lease_seconds / 3` and writes every outcome under its lease, so a worker that froze past its
+  lease cannot overwrite the retry's result; a lease it cannot renew (cancelled elsewhere, swept)
+  stops its work on that task at the next step.
 * Shutdown: stop accepting and picking work, let the running batch finish within the grace
   period, else stop it at its next step and put its tasks back in the queue without counting
   the attempt.
@@ -39,8 +53,11 @@ from ..logfmt import kv
 from ..pipeline.enhance import enhance_prompt
 from ..planner.checkpoint import served_planner
 from .inputs import InputAudio, InputError, is_url
-from .mapping import base_seed, batch_key
+from .batching import queued_task
+from .mapping import base_seed
 from .media import LocalDiskStorage, MediaStorage
+from .claims import StoreQueue
+from .events import EventBus, InProcessBus
 from .scheduler import QueuedTask, QueueFull, Scheduler
 from .store import (CANCELLED, ERROR, QUEUED, RUNNING, SUCCESS, TERMINAL, Delivery, DuplicateTask, MediaRecord,
                     NewDelivery, NewResult, ResultRecord, Store)
@@ -120,11 +137,14 @@ class TaskView:
 
 
 class Engine:
-    def __init__(self, *, store: Store, storage: MediaStorage, scheduler: Scheduler, inputs: InputAudio,
-                 loader: Callable[[str], object], models: tuple[str, ...], result_ttl: float,
+    def __init__(self, *, store: Store, storage: MediaStorage, scheduler: Scheduler | StoreQueue,
+                 inputs: InputAudio, loader: Callable[[str], object], models: tuple[str, ...], result_ttl: float,
                  sweep_interval: float = 60.0, shutdown_grace: float = 30.0, demo: bool = False,
                  download_threads: int = 2, clock: Callable[[], float] = time.time,
-                 planner: str | None = None) -> None:
+                 planner: str | None = None, run_workers: bool = True, bus: EventBus | None = None) -> None:
+        """`scheduler`: the in-memory `Scheduler` of a single server, or a `StoreQueue` over a
+        shared store; `run_workers` False makes an API-only node; `bus` carries events between
+        processes (see the module docstring)."""
         self.store = store
         self.storage = storage
         self.scheduler = scheduler
@@ -137,8 +157,10 @@ class Engine:
         self.planner = planner  # the 5 Hz LM planner every worker's pipeline carries (None: none)
         self.clock = clock
         self.accepting = False
+        self.shared = isinstance(scheduler, StoreQueue)
+        self.bus = bus or InProcessBus()
         self.workers = {m: ModelWorker(m, loader=loader, scheduler=scheduler, sink=self, inputs=inputs, demo=demo)
-                        for m in models}
+                        for m in models} if run_workers else {}
         self._downloads = ThreadPoolExecutor(download_threads, thread_name_prefix="cantata-download")
         self._listeners: list[Callable[[Event], None]] = []
         self._cancel_requested: set[str] = set()
@@ -148,6 +170,7 @@ class Engine:
         self._lock = threading.Lock()
         self._stop_sweeper = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="cantata-sweeper", daemon=True)
+        self._leases = threading.Thread(target=self._lease_loop, name="cantata-leases", daemon=True)
 
     @classmethod
     def from_config(cls, config, loader: Callable[[str], object] | None = None) -> "Engine":
@@ -166,16 +189,21 @@ class Engine:
 
     def start(self) -> None:
         self.recover()
+        self.bus.start(self._remote_event)
         for worker in self.workers.values():
             worker.start()
         self._sweeper.start()
+        if self.shared:
+            self._leases.start()
         self.accepting = True
         if self.demo:
             log.warning(kv("demo", note=DEMO_NOTE))
 
     def recover(self) -> None:
-        """Put the store's unfinished tasks back to work after a restart (see module docstring)."""
-        for record in self.store.tasks_with_status(RUNNING):
+        """Put the store's unfinished tasks back to work after a restart (see module docstring).
+        On a shared store only the input downloads of queued tasks are resumed (idempotent; the
+        node that started them may be gone): running tasks are the lease sweeper's business."""
+        for record in () if self.shared else self.store.tasks_with_status(RUNNING):
             if record.attempts >= MAX_ATTEMPTS:
                 self._finish_error(record.uuid, TASK_INTERRUPTED, "the server stopped twice while running this "
                                    "task, so it is not retried again", from_statuses=(RUNNING,))
@@ -183,7 +211,7 @@ class Engine:
                 self.store.requeue(record.uuid, uncount_attempt=False)
                 log.warning(kv("task.retry", taskUUID=record.uuid, reason="server stopped while it ran"))
         for record in self.store.tasks_with_status(QUEUED):
-            task = AudioInferenceTask.from_json(record.task_json)
+            task = record.task
             pending = [u for u in _input_refs(task) if is_url(u) and u not in record.inputs]
             self._queue(task, record.key_id, record.seq, ready=not pending, force=True)
             if pending:
@@ -204,15 +232,20 @@ class Engine:
                 worker.join(30)
         self._downloads.shutdown(wait=False, cancel_futures=True)
         self._stop_sweeper.set()
-        if self._sweeper.is_alive():
-            self._sweeper.join(5)
+        for thread in (self._sweeper, self._leases):
+            if thread.is_alive():
+                thread.join(5)
+        self.bus.close()
 
     def readiness(self) -> dict[str, Any]:
+        """`models`: each served model's state in this process; "remote" on an API-only node (the
+        workers of other processes run it)."""
         models = {m: "ready" if w.loaded.is_set() else (f"failed: {w.load_error}" if w.load_error else "loading")
-                  for m, w in self.workers.items()}
+                  for m, w in self.workers.items()} if self.workers else {m: "remote" for m in self.models}
         alive = all(w.is_alive() for w in self.workers.values())
         writable = self.store.writable() and self.storage.writable()
-        return {"ready": self.accepting and alive and writable and all(v == "ready" for v in models.values()),
+        return {"ready": self.accepting and alive and writable
+                and all(v in ("ready", "remote") for v in models.values()),
                 "models": models, "planner": self.planner, "workersAlive": alive, "storeWritable": writable,
                 "accepting": self.accepting}
 
@@ -224,6 +257,21 @@ class Engine:
         return lambda: self._listeners.remove(listener)
 
     def notify(self, task_uuid: str, kind: str) -> None:
+        """Tell this process's listeners and, through the bus, the other processes."""
+        self._notify_here(task_uuid, kind)
+        self.bus.publish(task_uuid, kind)
+
+    def _remote_event(self, task_uuid: str, kind: str) -> None:
+        """An event from another process: wake idle workers on new work, stop a task held here
+        that was cancelled elsewhere, and pass it on to this process's listeners."""
+        if kind == "queued":
+            self.scheduler.mark_ready(task_uuid)
+        elif kind == "finished" and self.shared and self.scheduler.lease(task_uuid) is not None:
+            with self._lock:
+                self._cancel_requested.add(task_uuid)
+        self._notify_here(task_uuid, kind)
+
+    def _notify_here(self, task_uuid: str, kind: str) -> None:
         for listener in list(self._listeners):
             try:
                 listener(Event(task_uuid, kind))
@@ -272,8 +320,7 @@ class Engine:
         position = self.scheduler.position(task_uuid) if record.status == QUEUED else None
         return TaskView(
             uuid=record.uuid, key_id=record.key_id, model=record.model, status=record.status, progress=progress,
-            attempts=record.attempts, task=AudioInferenceTask.from_json(record.task_json),
-            request=json.loads(record.request_json), error=record.error, results=self.store.results(task_uuid),
+            attempts=record.attempts, task=record.task, request=record.request, error=record.error, results=self.store.results(task_uuid),
             deliveries=self.store.deliveries(task_uuid), created_at=record.created_at,
             finished_at=record.finished_at, queue_position=position,
             eta_seconds=self._eta(record, progress, position))
@@ -344,9 +391,15 @@ class Engine:
         """A stored upload or result file by its id (any owner's: ids are unguessable)."""
         return self.store.get_media(media_id)
 
-    def open_media(self, record: MediaRecord) -> BinaryIO:
-        """The file's bytes as a stream (raises OSError when the object is gone)."""
-        return self.storage.open(record.storage_key)
+    def open_media(self, record: MediaRecord, offset: int = 0) -> BinaryIO:
+        """The file's bytes from `offset` as a stream (FileNotFoundError when the object is gone,
+        `StorageUnavailable` when the storage cannot be reached)."""
+        return self.storage.open(record.storage_key, offset)
+
+    def media_link(self, record: MediaRecord, seconds: int) -> str | None:
+        """A URL valid for `seconds` that serves the file without this server (a presigned S3 URL),
+        or None when the storage was not configured to hand such links out."""
+        return self.storage.presigned_url(record.storage_key, mime=record.mime, expires_in=seconds)
 
     def media_path(self, record: MediaRecord) -> Path | None:
         """The file on this machine's disk, when the storage keeps it there."""
@@ -392,12 +445,13 @@ class Engine:
         jobs = []
         now = self.clock()
         for queued in batch:
-            if self.is_cancelled(queued.task_uuid) or not self.store.mark_running(queued.task_uuid, now):
+            started = self.scheduler.lease(queued.task_uuid) is not None if self.shared else \
+                self.store.mark_running(queued.task_uuid, now)  # a claim started it already
+            if self.is_cancelled(queued.task_uuid) or not started:
                 self._forget(queued.task_uuid)
                 continue
             record = self.store.get_task(queued.task_uuid)
-            jobs.append(Job(uuid=record.uuid, task=AudioInferenceTask.from_json(record.task_json),
-                            inputs=record.inputs))
+            jobs.append(Job(uuid=record.uuid, task=record.task, inputs=record.inputs))
             log.info(kv("task.started", taskUUID=record.uuid, model=record.model, attempt=record.attempts,
                         batch=len(batch)))
             self.notify(record.uuid, "progress")
@@ -409,7 +463,7 @@ class Engine:
         for uuid in uuids:
             self._progress[uuid] = pct
             notified, persisted = self._progress_times.get(uuid, (0.0, 0.0))
-            if now - persisted >= _PERSIST_EVERY:
+            if now - persisted >= _PERSIST_EVERY and not self.shared:  # shared: written with the lease
                 self.store.set_progress(uuid, pct)
                 persisted = now
             if now - notified >= _PROGRESS_EVERY or done == total:
@@ -440,7 +494,8 @@ class Engine:
         deliveries = [NewDelivery("upload", task.upload_endpoint, r.idx) for r in results if task.upload_endpoint]
         deliveries += [NewDelivery("webhook", task.webhook_url, r.idx) for r in results if task.webhook_url]
         ok = self.store.finish(job.uuid, SUCCESS, now=now, expires_at=now + self.result_ttl, results=results,
-                               owner=record.key_id if record else "", deliveries=deliveries, from_statuses=(RUNNING,))
+                               owner=record.key_id if record else "", deliveries=deliveries, from_statuses=(RUNNING,),
+                               **self._fence(job.uuid))
         if not ok:  # cancelled (or swept) while it ran: its files have no row to expire with
             for r in results:
                 self.storage.delete(r.storage_key)
@@ -453,7 +508,7 @@ class Engine:
         self.notify(job.uuid, "finished")
 
     def fail(self, uuid: str, code: str, message: str, parameter: str | None = None) -> None:
-        self._finish_error(uuid, code, message, parameter=parameter)
+        self._finish_error(uuid, code, message, parameter=parameter, **self._fence(uuid))
 
     def cancelled(self, uuid: str) -> None:
         """A worker stopped or dropped a cancelled task (already marked cancelled by `cancel`)."""
@@ -462,7 +517,7 @@ class Engine:
     def interrupted(self, uuids: list[str]) -> None:
         """A batch stopped by shutdown: back to queued, this start not counted."""
         for uuid in uuids:
-            self.store.requeue(uuid, uncount_attempt=True)
+            self.store.requeue(uuid, uncount_attempt=True, **self._fence(uuid))
             self._forget(uuid)
             log.warning(kv("task.requeued", taskUUID=uuid, reason="shutdown"))
 
@@ -473,9 +528,7 @@ class Engine:
     # -- internals -------------------------------------------------------------------------------
 
     def _queue(self, task: AudioInferenceTask, key_id: str, seq: int, *, ready: bool, force: bool) -> None:
-        self.scheduler.add(QueuedTask(task_uuid=task.task_uuid, key_id=key_id, model=task.variant.name,
-                                      batch_key=batch_key(task), duration=task.duration,
-                                      items=task.number_results, seq=seq, ready=ready), force=force)
+        self.scheduler.add(queued_task(task, key_id=key_id, seq=seq, ready=ready), force=force)
 
     def _download(self, task: AudioInferenceTask, key_id: str, urls: list[str]) -> None:
         """Fetch a queued task's input URLs into media; then it may run."""
@@ -497,23 +550,28 @@ class Engine:
             self.store.set_input(task.task_uuid, url, media.id)
         self.scheduler.mark_ready(task.task_uuid)
 
+    def _fence(self, uuid: str) -> dict[str, Any]:
+        """The lease a shared-store write of a task this process runs must carry (fencing)."""
+        return {"lease": self.scheduler.lease(uuid)} if self.shared else {}
+
     def _finish_error(self, uuid: str, code: str, message: str, *, parameter: str | None = None,
-                      status: str = ERROR, from_statuses: tuple[str, ...] = (QUEUED, RUNNING)) -> None:
+                      status: str = ERROR, from_statuses: tuple[str, ...] = (QUEUED, RUNNING),
+                      **fence: Any) -> None:
         record = self.store.get_task(uuid)
         if record is None:
             return
-        task = AudioInferenceTask.from_json(record.task_json)
         now = self.clock()
         error = CantataError(code, message, parameter=parameter).record()
-        deliveries = [NewDelivery("webhook", task.webhook_url, None)] if task.webhook_url else []
         if self.store.finish(uuid, status, now=now, expires_at=now + self.result_ttl, error=error,
-                             deliveries=deliveries, from_statuses=from_statuses):
+                             deliveries=_error_deliveries(record), from_statuses=from_statuses, **fence):
             log.info(kv("task.finished", taskUUID=uuid, status=status, code=code, message=message))
             self.notify(uuid, "finished")
         if status != CANCELLED:
             self._forget(uuid)
 
     def _forget(self, uuid: str) -> None:
+        if self.shared:
+            self.scheduler.release(uuid)
         self._progress.pop(uuid, None)
         self._progress_times.pop(uuid, None)
         with self._lock:
@@ -529,12 +587,45 @@ class Engine:
         if removed:
             log.info(kv("sweep", tasks_removed=removed))
 
+    def _lease_loop(self) -> None:
+        """Shared store: renew this process's leases every third of a lease (a lost one stops its
+        task), and sweep lapsed leases of any process."""
+        every = self.scheduler.lease_seconds / 3
+        while not self._stop_sweeper.wait(every):
+            try:
+                for uuid in self.scheduler.keep_alive(self._progress.get):
+                    log.warning(kv("lease.lost", taskUUID=uuid, note="cancelled or swept elsewhere: stopping it"))
+                    with self._lock:
+                        self._cancel_requested.add(uuid)
+                self.sweep_leases()
+            except Exception:
+                log.exception(kv("lease.loop_failed"))
+
+    def sweep_leases(self) -> None:
+        now = self.clock()
+        error = CantataError(TASK_INTERRUPTED, "the worker running this task stopped answering, "
+                             f"{MAX_ATTEMPTS} times, so it is not retried again").record()
+        outcome = self.store.sweep_leases(now, max_attempts=MAX_ATTEMPTS, error=error,
+                                          expires_at=now + self.result_ttl, deliveries_for=_error_deliveries)
+        for uuid in outcome.requeued:
+            log.warning(kv("task.retry", taskUUID=uuid, reason="its worker's lease lapsed"))
+            self.notify(uuid, "queued")
+        for uuid in outcome.interrupted:
+            log.warning(kv("task.finished", taskUUID=uuid, status=ERROR, code=TASK_INTERRUPTED))
+            self.notify(uuid, "finished")
+
     def _sweep_loop(self) -> None:
         while not self._stop_sweeper.wait(self.sweep_interval):
             try:
                 self.sweep()
             except Exception:
                 log.exception(kv("sweep.failed"))
+
+
+def _error_deliveries(record) -> list[NewDelivery]:
+    """What a task that ends in an error owes: one webhook carrying the error, when it has one."""
+    url = record.task.webhook_url
+    return [NewDelivery("webhook", url, None)] if url else []
 
 
 def _input_refs(task: AudioInferenceTask) -> list[str]:

@@ -40,12 +40,14 @@ JSON integers the store keeps in 64-bit columns.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 
 from ..models.variants import COVER, TEXT2MUSIC
 from ..models.vocabulary import NO_GUIDANCE
+from ..pipeline.batch_key import batch_key as pipeline_batch_key
 from ..pipeline.latents import random_seed
 from ..pipeline.request import GenerationRequest, SourceAudio
 from ..planner.sampling import SamplingSettings
@@ -113,12 +115,10 @@ def planner_sampling(s: Settings) -> SamplingSettings:
 
 
 def batch_key(task: AudioInferenceTask) -> tuple | None:
-    """Which queued tasks may share a DiT batch, from the task alone: a task is queued before its
-    model may even be loaded. It mirrors `CantataPipeline.batch_key` (same sampler settings,
-    text-to-music only); the worker still splits a batch by the pipeline's own key before running it.
-    Adapters (`lora`) are in neither key: each item's adapters act on its own rows of the batch."""
-    if task.task_kind != TEXT2MUSIC or task.inputs.reference_audios or task.settings.thinking:
-        return None  # thinking: each request renders over its own codes, alone (as the pipeline's key)
-    s = task.settings
-    return (task.variant.name, task.steps, s.guidance_type, task.cfg_scale, s.cfg_interval_start,
-            s.cfg_interval_end, s.dcw)
+    """Which queued tasks may share a DiT batch: the pipeline's one rule (`pipeline.batch_key`)
+    applied to the request this task becomes. A task is keyed when it is queued, before its audio
+    is loaded and before its model may be: the rule reads whether there are reference tracks,
+    never their samples, so each stands in as an empty waveform here."""
+    unread = [torch.empty(2, 0)] * len(task.inputs.reference_audios)
+    request = generation_request(dataclasses.replace(task, seed=task.seed or 0), references=unread)  # seeds: not read
+    return pipeline_batch_key(request, task.variant)

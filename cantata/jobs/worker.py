@@ -6,9 +6,9 @@ here, off the event loop), runs them through the pipeline, encodes every result 
 asked and hands the files back to the engine (`complete` / `fail`). Persisting, notifying and
 cancelling are the engine's business.
 
-Batches: the scheduler groups tasks by the job layer's compatibility key; the pipeline's own
-`batch_key` has the last word, so a batch is split into groups the pipeline accepts, and each
-group is one `generate_batch` call. A group of several tasks that fails for any reason but
+Batches: a batch arrives already compatible (the picker groups tasks by `pipeline.batch_key`, the
+one rule the pipeline's `generate_batch` also checks) and is one `generate_batch` call. A batch
+of several tasks that fails for any reason but
 cancellation (out of GPU memory together, or one task's input the model cannot take) runs again
 one task at a time: every item of a batch equals its solo run, so the batch-mates get exactly
 their results and only a task that fails alone reports the error. GPU time is measured per call
@@ -167,8 +167,8 @@ class ModelWorker(threading.Thread):
                 prepared.append((job, self._request(job)))
             except InputError as exc:
                 self.sink.fail(job.uuid, exc.code, exc.message, exc.parameter)
-        for group in self._groups(prepared):
-            self._generate(group)
+        if prepared:
+            self._generate(prepared)
 
     def _request(self, job: Job) -> GenerationRequest:
         task = job.task
@@ -180,19 +180,6 @@ class ModelWorker(threading.Thread):
         source = load(task.inputs.audio, "inputs.audio") if task.inputs.audio else None
         refs = [load(r, "inputs.referenceAudios") for r in task.inputs.reference_audios]
         return generation_request(task, source=source, references=refs)
-
-    def _groups(self, prepared: list[tuple[Job, GenerationRequest]]) -> list[list[tuple[Job, GenerationRequest]]]:
-        """Split by the pipeline's batch key; requests without one run alone."""
-        key_of = getattr(self.pipeline, "batch_key", lambda request: None)
-        groups: dict[object, list] = {}
-        alone = []
-        for item in prepared:
-            key = key_of(item[1])
-            if key is None:
-                alone.append([item])
-            else:
-                groups.setdefault(key, []).append(item)
-        return [*groups.values(), *alone]
 
     def _generate(self, group: list[tuple[Job, GenerationRequest]], progress_floor: float = 0.0) -> None:
         """Run one group and report each task; a failed group of several runs again one task at a

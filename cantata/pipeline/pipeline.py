@@ -19,8 +19,9 @@ from ..models.variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, get_variant
 from .conditioning import Conditioner
 from .decode import decode_latents, finish_audio, splice_source
 from .latents import seeded_noise
-from .planning import Prepared, prepare, resolve_defaults
+from .planning import Prepared, prepare
 from .request import SAMPLE_RATE, GenerationFailed, GenerationRequest, GenerationResult
+from .batch_key import batch_key
 from .cancel import CancelCheck
 from .sampler import Phase, SamplerPlan, StepCallback, sample
 from .thinking import plan_requests
@@ -78,17 +79,9 @@ class CantataPipeline:
         return self.generate_batch([request], on_step, cancelled)[0]
 
     def batch_key(self, request: GenerationRequest) -> tuple | None:
-        """Requests with equal keys can share one DiT batch (`generate_batch`); None: run alone.
-
-        Text-to-music requests with the same sampler settings batch whatever their prompts and
-        lengths: padded items are masked (`padded_dit`), so each gets what it would alone. Adapters
-        are not part of the key: each item's adapters act only on its own rows (`use_adapters`).
-        """
-        if request.task != "text2music" or request.reference_audio:
-            return None
-        if request.thinking or request.semantic_hints is not None:  # each has its own codes: alone
-            return None
-        return ("text2music", *resolve_defaults(request, self.variant), tuple(request.cfg_interval), request.dcw)
+        """Requests with equal keys can share one DiT batch (`generate_batch`); None: run alone
+        (`cantata.pipeline.batch_key`, the one rule)."""
+        return batch_key(request, self.variant)
 
     @torch.no_grad()
     def generate_batch(self, requests: list[GenerationRequest], on_step: StepCallback | None = None,
