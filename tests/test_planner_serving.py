@@ -216,13 +216,11 @@ def test_thinking_with_a_source_track_conflicts():
 def test_a_version_1_database_gains_the_planned_column_and_results_keep_their_plan(tmp_path):
     import sqlite3
 
-    from cantata.jobs.store import RUNNING, SCHEMA_VERSION, SUCCESS, NewResult, Store
+    from cantata.jobs.store import RUNNING, SCHEMA_VERSION, SUCCESS, VERSION_1_SCHEMA, NewResult, Store
 
     path = tmp_path / "cantata.db"
-    Store(path).close()
     with sqlite3.connect(path) as conn:  # what a version-1 Cantata wrote
-        conn.execute("ALTER TABLE results DROP COLUMN planned_json")
-        conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        conn.executescript(VERSION_1_SCHEMA)
     store = Store(path)
     uuid = new_uuid()
     store.insert_task(uuid=uuid, key_id="alice", model="xl-sft", task_json="{}", request_json="{}", inputs={},

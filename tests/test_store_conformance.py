@@ -1,12 +1,16 @@
 """One conformance suite for the store contract (`cantata.jobs.store_contract`), run unchanged
 against every backend: SQLite (a file per test) and PostgreSQL (a real server, a database per
-test; see pgserver.py). The lease tests run against the backends that implement `LeasingStore`.
+test; see pgserver.py). Both implement `LeasingStore`, so the lease tests run against both too;
+the few tests of one backend's own mechanism (PostgreSQL's row locks and advisory lock) say so.
 
-The store treats task and request JSON as opaque text, so the tasks here are bare rows."""
+The store treats task and request JSON as opaque text, so the tasks here are bare rows (a real
+task only where a record decodes it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +20,8 @@ import pytest
 
 from cantata.jobs.store import Store
 from cantata.jobs.store_contract import (CANCELLED, ERROR, QUEUED, RUNNING, SUCCESS, DuplicateTask, JobStore, Lease,
-                                         LeasingStore, MediaRecord, NewDelivery, NewResult, StoreError, TaskRecord)
+                                         LeasingStore, MediaRecord, NewDelivery, NewResult, StoreError, SweepOutcome,
+                                         TaskRecord)
 from pgserver import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from serverkit import new_uuid
 from unavailable import unavailable
@@ -78,10 +83,18 @@ def store(backend) -> Iterator[JobStore]:
     opened.close()
 
 
-@pytest.fixture(params=["postgresql"])
-def leasing_backend(request) -> Backend:
-    """The backends that implement `LeasingStore` (SQLite does not: see store_contract)."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def leasing_backend(request, tmp_path) -> Backend:
+    """The backends that implement `LeasingStore`: both."""
+    if request.param == "sqlite":
+        return _sqlite_backend(tmp_path)
     return _postgres_backend(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def postgres_backend(postgres_url) -> Backend:
+    """For the tests of PostgreSQL's own locking (row locks, the sweeper's advisory lock)."""
+    return _postgres_backend(postgres_url)
 
 
 @pytest.fixture
@@ -115,7 +128,7 @@ def _contract_methods(protocol: type) -> list[str]:
     return sorted(name for name in dir(protocol) if not name.startswith("_") and callable(getattr(protocol, name)))
 
 
-@pytest.mark.parametrize("implementation,protocol", [("sqlite", JobStore), ("postgresql", LeasingStore)])
+@pytest.mark.parametrize("implementation,protocol", [("sqlite", LeasingStore), ("postgresql", LeasingStore)])
 def test_each_backend_has_every_contract_operation_with_its_signature(implementation, protocol):
     cls = Store if implementation == "sqlite" else _postgres_store_class()
     for name in _contract_methods(protocol):
@@ -235,6 +248,48 @@ def test_store_is_safe_across_threads(store):
     assert sorted(r.uuid for r in store.tasks_with_status(RUNNING)) == sorted(uuids)
 
 
+def test_a_record_decodes_its_task_and_request_once(store, monkeypatch):
+    from cantata.api.validation import validate_audio_inference
+    from cantata.jobs.task import AudioInferenceTask
+    from serverkit import task
+
+    validated = validate_audio_inference(task(numberResults=2, seed=7))
+    request = {"taskType": "audioInference", "taskUUID": validated.task_uuid, "numberResults": 2}
+    store.insert_task(uuid=validated.task_uuid, key_id="alice", model="xl-sft", task_json=validated.to_json(),
+                      request_json=json.dumps(request), inputs={}, now=1.0)
+    decode = AudioInferenceTask.from_json
+    decoded: list[str] = []
+    monkeypatch.setattr(AudioInferenceTask, "from_json", lambda text: decoded.append(text) or decode(text))
+
+    record = store.get_task(validated.task_uuid)
+    assert record.task == validated and record.task is record.task and len(decoded) == 1
+    assert record.request == request and record.request is record.request
+    assert record.task_json == validated.to_json()  # the stored text is still there
+    again = store.get_task(validated.task_uuid)
+    assert again == record and len(decoded) == 1  # equality compares the stored fields, decodes nothing
+    assert again.task == validated and len(decoded) == 2  # each record decodes its own, once
+    assert dataclasses.replace(record, task_json=json.dumps({**json.loads(record.task_json), "seed": 8})).task.seed == 8
+
+
+# -- the queue ------------------------------------------------------------------------------------------
+
+def test_queue_depth_and_each_tasks_place_in_its_models_queue(store):
+    x1, x2, t1, x3, t2 = (add(store, model=m, now=float(i)) for i, m in
+                          enumerate(["xl-sft", "xl-sft", "turbo", "xl-sft", "turbo"]))
+    assert (store.queue_depth(), store.queue_depth("xl-sft"), store.queue_depth("turbo"),
+            store.queue_depth("base")) == (5, 3, 2, 0)
+    assert [store.queued_ahead(u) for u in (x1, x2, x3, t1, t2)] == [0, 1, 2, 0, 1]
+
+    store.mark_running(x1, 6.0)
+    store.finish(t1, CANCELLED, now=6.0, expires_at=99.0)
+    assert (store.queue_depth(), store.queue_depth("xl-sft"), store.queue_depth("turbo")) == (3, 2, 1)
+    assert [store.queued_ahead(u) for u in (x1, t1, new_uuid())] == [None, None, None]  # running, done, unknown
+    assert [store.queued_ahead(u) for u in (x2, x3, t2)] == [0, 1, 0]
+
+    store.requeue(x1, uncount_attempt=True)  # back in the queue at its submission place
+    assert [store.queued_ahead(u) for u in (x1, x2, x3)] == [0, 1, 2] and store.queue_depth("xl-sft") == 3
+
+
 # -- finish: results, media, deliveries ----------------------------------------------------------------
 
 def test_finish_writes_results_media_and_deliveries_in_one_step(store):
@@ -285,6 +340,75 @@ def test_outbox_counts_tries_and_settles(store):
     store.delivery_settled(second.id, "failed", now=8.0, error="result unavailable: gone")
     assert store.deliveries(two)[0].last_error == "result unavailable: gone"
     assert store.pending_deliveries() == []
+
+
+# -- outbox claims (several delivery nodes) ---------------------------------------------------------
+
+def _finished_with(store: JobStore, *kinds: tuple[str, int | None], now: float) -> tuple[str, list[int]]:
+    """A task finished at `now` owing one delivery per (kind, result index); its outbox ids."""
+    uuid = add(store)
+    store.finish(uuid, SUCCESS, now=now, expires_at=10_000.0,
+                 deliveries=[NewDelivery(kind, f"https://example.com/{kind}", idx) for kind, idx in kinds])
+    return uuid, [d.id for d in store.deliveries(uuid)]
+
+
+def _claimed(deliveries) -> list[tuple[int, float, int, str]]:
+    return [(d.id, d.next_attempt_at, d.attempts, d.status) for d in deliveries]
+
+
+def test_outbox_claims_hand_out_each_tasks_due_head_row_and_hold_it(store):
+    _, (a_up0, a_up1, a_hook) = _finished_with(store, ("upload", 0), ("upload", 1), ("webhook", None), now=5.0)
+    _, (b_hook,) = _finished_with(store, ("webhook", None), now=6.0)
+    _, (c_hook,) = _finished_with(store, ("webhook", None), now=20.0)
+
+    assert _claimed(store.claim_deliveries(now=10.0, hold_seconds=30.0)) == [
+        (a_up0, 40.0, 0, "pending"), (b_hook, 40.0, 0, "pending")]  # c is not due; a's later rows wait
+    assert store.claim_deliveries(now=11.0, hold_seconds=30.0) == []  # held; a_up1 waits behind a_up0
+
+    store.delivery_settled(a_up0, "done", now=12.0)
+    assert _claimed(store.claim_deliveries(now=12.0, hold_seconds=30.0)) == [(a_up1, 42.0, 0, "pending")]
+    store.delivery_attempted(b_hook, now=13.0, error="urlTimeout: slow", retry_at=60.0)  # the stored schedule
+    assert [(d.id, d.attempts, d.next_attempt_at, d.last_error) for d in store.pending_deliveries()
+            if d.id == b_hook] == [(b_hook, 1, 60.0, "urlTimeout: slow")]
+
+    assert _claimed(store.claim_deliveries(now=41.0, hold_seconds=30.0)) == [(c_hook, 71.0, 0, "pending")]
+    store.delivery_attempted(c_hook, now=42.0, error=None)  # no retry_at: the due time stays
+    assert [d.next_attempt_at for d in store.pending_deliveries() if d.id == c_hook] == [71.0]
+    # a_up1's claimer never reported back: its hold lapsed, so it is handed out again (at least once)
+    assert _claimed(store.claim_deliveries(now=60.0, hold_seconds=5.0)) == [
+        (a_up1, 65.0, 0, "pending"), (b_hook, 65.0, 1, "pending")]
+    store.delivery_settled(a_up1, "failed", now=61.0, error="urlUnreachable: gone")
+    assert _claimed(store.claim_deliveries(now=100.0, hold_seconds=5.0, limit=2)) == [
+        (a_hook, 105.0, 0, "pending"), (b_hook, 105.0, 1, "pending")]  # oldest first, at most `limit`
+    assert _claimed(store.claim_deliveries(now=100.0, hold_seconds=5.0, limit=2)) == [(c_hook, 105.0, 1, "pending")]
+
+
+def test_concurrent_outbox_claimers_never_get_the_same_row(backend):
+    stores = [backend.open() for _ in range(4)]  # separate connections, as separate nodes would have
+    heads, seconds = [], []
+    for i in range(30):
+        kinds = [("upload", 0), ("webhook", None)] if i % 3 == 0 else [("webhook", None)]
+        _, ids = _finished_with(stores[0], *kinds, now=1.0)
+        heads.append(ids[0])
+        seconds += ids[1:]
+    barrier = threading.Barrier(len(stores))
+    claimed: list[list[int]] = [[] for _ in stores]
+
+    def claim(index: int) -> None:
+        barrier.wait()
+        while batch := stores[index].claim_deliveries(now=10.0, hold_seconds=1000.0, limit=2):
+            claimed[index] += [d.id for d in batch]
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(stores))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    everything = [d for ids in claimed for d in ids]
+    assert sorted(everything) == sorted(heads)  # each head exactly once; no row behind a held head
+    assert all(d.next_attempt_at == 1010.0 for d in stores[0].pending_deliveries() if d.id in heads)
+    for opened in stores:
+        opened.close()
 
 
 # -- media and expiry ----------------------------------------------------------------------------------
@@ -359,14 +483,15 @@ def test_claim_marks_a_batch_running_under_a_lease(leasing):
     assert [c.record.uuid for c in second] == uuids[2:] and seen_last_keys == [None, "alice"]
     assert leasing.claim_batch("xl-sft", worker="w2", now=102.0, lease_seconds=30.0, pick=pick) == []
     assert leasing.claim_batch("xl-sft", worker="w2", now=102.0, lease_seconds=30.0,
-                               pick=lambda c, k: [TaskRecord(**{**vars(c[0]), "uuid": new_uuid()})] if c else []) == []
+                               pick=lambda c, k: [dataclasses.replace(c[0], uuid=new_uuid())] if c else []) == []
 
 
-def test_concurrent_claims_skip_locked_rows_instead_of_waiting(leasing, leasing_backend):
+def test_postgres_concurrent_claims_skip_locked_rows_instead_of_waiting(postgres_backend):
     import psycopg
 
+    leasing = postgres_backend.open()
     uuids = [add(leasing, now=float(i)) for i in range(5)]
-    with psycopg.connect(leasing_backend.url) as other:  # another claimer, mid-transaction
+    with psycopg.connect(postgres_backend.url) as other:  # another claimer, mid-transaction
         other.execute("SELECT uuid FROM tasks WHERE uuid = ANY(%s) FOR UPDATE", (uuids[:2],))
         got: list = []
         claimer = threading.Thread(target=lambda: got.extend(
@@ -379,6 +504,7 @@ def test_concurrent_claims_skip_locked_rows_instead_of_waiting(leasing, leasing_
     assert not blocked, "claim_batch waited for a row another transaction held"
     assert [c.record.uuid for c in got] == uuids[2:4]
     assert [r.uuid for r in leasing.tasks_with_status(QUEUED)] == uuids[:2] + uuids[4:]
+    leasing.close()
 
 
 def test_two_workers_never_claim_the_same_task(leasing_backend):
@@ -441,14 +567,15 @@ def test_expired_leases_are_requeued_counting_the_attempt_then_interrupted(leasi
     assert sweep(10_000.0) == type(outcome)(ran=True)  # nothing left to sweep
 
 
-def test_one_sweeper_at_a_time(leasing, leasing_backend):
+def test_postgres_runs_one_sweeper_at_a_time(postgres_backend):
     import psycopg
 
     from cantata.jobs.pg_store import SWEEPER_LOCK
 
+    leasing = postgres_backend.open()
     uuid = add(leasing)
     leasing.claim_batch("xl-sft", worker="w1", now=100.0, lease_seconds=30.0, pick=oldest())
-    with psycopg.connect(leasing_backend.url, autocommit=True) as other:  # another node's sweeper
+    with psycopg.connect(postgres_backend.url, autocommit=True) as other:  # another node's sweeper
         other.execute("SELECT pg_advisory_lock(%s)", (SWEEPER_LOCK,))
         busy = leasing.sweep_leases(500.0, max_attempts=2, error=INTERRUPTED, expires_at=999.0,
                                     deliveries_for=lambda r: ())
@@ -456,6 +583,7 @@ def test_one_sweeper_at_a_time(leasing, leasing_backend):
     assert not busy.ran and leasing.get_task(uuid).status == RUNNING
     assert leasing.sweep_leases(500.0, max_attempts=2, error=INTERRUPTED, expires_at=999.0,
                                 deliveries_for=lambda r: ()).requeued == (uuid,)
+    leasing.close()
 
 
 def test_a_worker_frozen_past_its_lease_cannot_overwrite_the_retry(leasing):
@@ -488,6 +616,83 @@ def test_a_shutdown_gives_its_own_claim_back_uncounted(leasing):
     assert (record.status, record.attempts) == (QUEUED, 0)
     assert leasing.sweep_leases(10_000.0, max_attempts=1, error=INTERRUPTED, expires_at=0.0,
                                 deliveries_for=lambda r: ()).requeued == ()  # no lease left to lapse
+
+
+def test_lease_tokens_are_never_reused(leasing_backend):
+    first = leasing_backend.open()
+    uuid = add(first)
+    (one,) = first.claim_batch("xl-sft", worker="w1", now=100.0, lease_seconds=30.0, pick=oldest())
+    first.sweep_leases(200.0, max_attempts=5, error=INTERRUPTED, expires_at=999.0, deliveries_for=lambda r: ())
+    (two,) = first.claim_batch("xl-sft", worker="w1", now=201.0, lease_seconds=30.0, pick=oldest())  # same pair
+    assert first.finish(uuid, SUCCESS, now=202.0, expires_at=203.0, from_statuses=(RUNNING,), lease=two.lease)
+    assert first.delete_task(uuid)
+    first.close()
+    again = leasing_backend.open()  # a restart, the task gone: the counter still only grows
+    add(again, uuid)
+    (three,) = again.claim_batch("xl-sft", worker="w1", now=300.0, lease_seconds=30.0, pick=oldest())
+    tokens = [one.lease.token, two.lease.token, three.lease.token]
+    assert len(set(tokens)) == 3
+    for stale in (one.lease, two.lease):  # so an old claim of the same task by the same worker stays fenced
+        assert again.renew_lease(stale, now=301.0, lease_seconds=30.0) is None
+        assert not again.finish(uuid, SUCCESS, now=302.0, expires_at=999.0, from_statuses=(RUNNING,), lease=stale)
+    assert again.renew_lease(three.lease, now=301.0, lease_seconds=30.0) == dataclasses.replace(three.lease,
+                                                                                              expires_at=331.0)
+    again.close()
+
+
+def test_key_turns_are_shared_by_every_worker(leasing_backend):
+    one, two = leasing_backend.open(), leasing_backend.open()
+    for i, key in enumerate(["alice", "alice", "bob", "alice"]):
+        add(one, key=key, now=float(i))
+    add(one, key="carol", model="turbo")
+    turns: list[str | None] = []
+
+    def fair(candidates, last_key):
+        turns.append(last_key)
+        return [next((c for c in candidates if c.key_id != last_key), candidates[0])]
+
+    heads = [store.claim_batch("xl-sft", worker=name, now=10.0, lease_seconds=30.0, pick=fair)[0].record.key_id
+             for store, name in ((one, "w1"), (two, "w2"), (one, "w1"), (two, "w2"))]
+    assert heads == ["alice", "bob", "alice", "alice"] and turns == [None, "alice", "bob", "alice"]
+    (turbo,) = two.claim_batch("turbo", worker="w2", now=10.0, lease_seconds=30.0, pick=fair)
+    assert turbo.record.key_id == "carol" and turns[-1] is None  # each model keeps its own turn
+    one.close()
+    two.close()
+
+
+def test_concurrent_sweepers_act_on_each_lapsed_lease_once(leasing_backend):
+    stores = [leasing_backend.open() for _ in range(3)]
+    uuids = [add(stores[0], now=float(i)) for i in range(12)]
+    stores[0].claim_batch("xl-sft", worker="w1", now=100.0, lease_seconds=30.0, pick=oldest(12))
+    webhook = [NewDelivery("webhook", "https://example.com/hook", None)]
+    barrier = threading.Barrier(len(stores))
+    outcomes = []
+
+    def sweep(store):
+        barrier.wait()
+        outcomes.append(store.sweep_leases(500.0, max_attempts=1, error=INTERRUPTED, expires_at=900.0,
+                                           deliveries_for=lambda record: webhook))
+
+    threads = [threading.Thread(target=sweep, args=(s,)) for s in stores]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    interrupted = [u for outcome in outcomes for u in outcome.interrupted]
+    assert sorted(interrupted) == sorted(uuids) and all(o.requeued == () for o in outcomes)
+    for uuid in uuids:  # failed once: one error, one webhook owed
+        assert (stores[0].get_task(uuid).status, stores[0].get_task(uuid).error) == (ERROR, INTERRUPTED)
+        assert [(d.kind, d.result_idx) for d in stores[0].deliveries(uuid)] == [("webhook", None)]
+    for opened in stores:
+        opened.close()
+
+
+def test_a_task_started_without_a_lease_is_never_swept(leasing):
+    uuid = add(leasing)
+    assert leasing.mark_running(uuid, 1.0)  # the single-process path: restart recovery requeues it
+    assert leasing.sweep_leases(10_000.0, max_attempts=1, error=INTERRUPTED, expires_at=0.0,
+                                deliveries_for=lambda r: ()) == SweepOutcome(ran=True)
+    assert leasing.get_task(uuid).status == RUNNING
 
 
 def test_postgres_store_is_not_writable_once_its_database_is_gone(postgres_server, postgres_url):

@@ -19,6 +19,11 @@ every concurrent claimer an empty batch). Key fairness is shared through `claim_
 that headed the previous batch of each model; it is read unlocked, so two claims at the same
 instant may both follow the same key: turns are taken across workers, approximately.
 
+Outbox claims (`claim_deliveries`) lock the due head rows of each task with `FOR UPDATE SKIP
+LOCKED` and push their `next_attempt_at` past the hold in the same statement: a concurrent
+claimer skips the locked rows, and one that reaches a row after the claim committed re-checks it
+(READ COMMITTED re-evaluates the locked row's WHERE clause) and finds it no longer due.
+
 Leases use the caller's clock like every other time here, so the nodes' clocks must agree (NTP)
 to well within a lease. Fencing does not depend on clocks: each claim draws a fresh token from a
 sequence, and a fenced write requires the task's current token.
@@ -128,11 +133,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE results ADD COLUMN planned JSONB;
     """,
+    # 3 -> 4: a task's outbox rows by id: the outbox claim's "oldest pending row of its task"
+    # check, `deliveries(uuid)` and the cascade from a deleted task read it instead of the table.
+    """
+    CREATE INDEX outbox_by_task ON outbox (task_uuid, id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _TASK_COLUMNS = ("seq, uuid, key_id, model, status, attempts, progress, task_json, request_json, inputs, error,"
                  " created_at, started_at, finished_at, expires_at")
+_DELIVERY_COLUMNS = "id, task_uuid, kind, url, result_idx, status, attempts, next_attempt_at, last_error"
 _RELEASE = "status='queued', progress=0, started_at=NULL, lease_token=NULL, lease_until=NULL"
 
 
@@ -225,6 +236,18 @@ class PostgresStore:
     def delete_task(self, uuid: str) -> bool:
         with self._tx() as conn:
             return conn.execute("DELETE FROM tasks WHERE uuid=%s", (uuid,)).rowcount > 0
+
+    def queue_depth(self, model: str | None = None) -> int:
+        with self._tx() as conn:
+            return conn.execute("SELECT COUNT(*) AS n FROM tasks WHERE status='queued'"
+                                " AND (%s::text IS NULL OR model=%s)", (model, model)).fetchone()["n"]
+
+    def queued_ahead(self, uuid: str) -> int | None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT (SELECT COUNT(*) FROM tasks AS o WHERE o.status='queued' AND o.model=t.model"
+                               " AND o.seq < t.seq) AS ahead FROM tasks AS t WHERE t.uuid=%s AND t.status='queued'",
+                               (uuid,)).fetchone()
+        return row["ahead"] if row else None
 
     def mark_running(self, uuid: str, now: float) -> bool:
         with self._tx() as conn:
@@ -351,14 +374,27 @@ class PostgresStore:
 
     def _deliveries(self, where: str, args: Sequence) -> list[Delivery]:
         with self._tx() as conn:
-            rows = conn.execute("SELECT id, task_uuid, kind, url, result_idx, status, attempts, next_attempt_at,"
-                                f" last_error FROM outbox WHERE {where} ORDER BY id", args).fetchall()
+            rows = conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE {where} ORDER BY id", args).fetchall()
         return [Delivery(**r) for r in rows]
 
-    def delivery_attempted(self, delivery_id: int, *, now: float, error: str | None) -> None:
+    def claim_deliveries(self, *, now: float, hold_seconds: float, limit: int = 32) -> list[Delivery]:
         with self._tx() as conn:
-            conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=COALESCE(%s, last_error), updated_at=%s"
-                         " WHERE id=%s", (error, now, delivery_id))
+            rows = conn.execute(
+                "WITH due AS ("
+                "  SELECT id FROM outbox AS o WHERE status='pending' AND next_attempt_at <= %s AND NOT EXISTS ("
+                "    SELECT 1 FROM outbox AS p WHERE p.task_uuid=o.task_uuid AND p.status='pending' AND p.id < o.id)"
+                "  ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " UPDATE outbox SET next_attempt_at=%s, updated_at=%s FROM due WHERE outbox.id=due.id"
+                f" RETURNING {', '.join('outbox.' + c for c in _DELIVERY_COLUMNS.split(', '))}",
+                (now, limit, now + hold_seconds, now)).fetchall()
+        return sorted((Delivery(**r) for r in rows), key=lambda d: d.id)
+
+    def delivery_attempted(self, delivery_id: int, *, now: float, error: str | None,
+                           retry_at: float | None = None) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=COALESCE(%s, last_error), updated_at=%s,"
+                         " next_attempt_at=COALESCE(%s, next_attempt_at) WHERE id=%s",
+                         (error, now, retry_at, delivery_id))
 
     def delivery_settled(self, delivery_id: int, status: str, *, now: float, error: str | None = None) -> None:
         with self._tx() as conn:

@@ -1,14 +1,25 @@
-"""The durable job store: one SQLite file holds tasks, their results, media records and the
+"""The embedded job store: one SQLite file holds tasks, their results, media records and the
 delivery outbox, so a restart (or a crash) loses no accepted task, no finished result and no
-webhook or upload still owed to a client.
+webhook or upload still owed to a client. It implements the whole store contract
+(`cantata.jobs.store_contract.LeasingStore`), so the worker processes of
+`cantata serve --devices cuda:0,cuda:1` share one file the way nodes share PostgreSQL.
 
 SQLite in WAL mode lets readers run while one writer commits. Each thread gets its own
-connection; every write goes through one process-wide lock and an immediate transaction, so the
-worker threads, the sweeper and the event loop never see SQLITE_BUSY from each other.
-A transition that must be atomic (results + outbox rows + task status) is one transaction.
+connection; every write is one `BEGIN IMMEDIATE` transaction, which takes the database's write
+lock up front (a transaction that started as a reader and upgraded could fail with SQLITE_BUSY
+instead of waiting). Threads of one process also queue on a process-wide lock; other processes
+wait on SQLite's busy timeout (`BUSY_TIMEOUT_SECONDS`), so writers wait their turn instead of
+failing. A transition that must be atomic (results + outbox rows + task status) is one transaction.
 
-Times are Unix seconds (float). The schema carries a version (`meta.schema_version`); a database
-written by a newer Cantata is refused instead of being misread.
+Claims, sweeps and outbox claims are one immediate transaction each, so they are serialized
+across every process on the file: two claimers never take the same row, the fairness cursor
+(`claim_cursor`) is exact rather than approximate, and two sweepers never both act on a lease
+(the second one waits, then finds nothing left to do). Fencing tokens come from a counter row
+(`lease_counter`) that only grows, in the claim's own transaction, so no token is ever reused.
+
+Times are Unix seconds (float). The schema carries a version (`meta.schema_version`): a new file
+gets `VERSION_1_SCHEMA` and then every upgrade, an older one the upgrades it lacks, all in one
+transaction; a database written by a newer Cantata is refused instead of being misread.
 """
 
 from __future__ import annotations
@@ -16,22 +27,23 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
-#: UPGRADES[v] takes a database from version v to v + 1 (version 0 is an empty file: `_SCHEMA`).
-UPGRADES: dict[int, str] = {
-    1: "ALTER TABLE results ADD COLUMN planned_json TEXT",
-}
+from .task import AudioInferenceTask
 
-QUEUED, RUNNING, SUCCESS, ERROR, CANCELLED = "queued", "running", "success", "error", "cancelled"
-TERMINAL = (SUCCESS, ERROR, CANCELLED)
+SCHEMA_VERSION = 3
+#: How long a connection waits for another process's write transaction before giving up with
+#: SQLITE_BUSY (`sqlite3.connect(timeout=)` is SQLite's busy_timeout). Transactions here last
+#: milliseconds, so only a wedged process makes anyone wait this long.
+BUSY_TIMEOUT_SECONDS = 30.0
 
-_SCHEMA = f"""
+#: The schema a version-1 Cantata created; newer versions are reached through `UPGRADES`.
+VERSION_1_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tasks (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,   -- submission order
@@ -43,8 +55,8 @@ CREATE TABLE tasks (
     progress     INTEGER NOT NULL DEFAULT 0,          -- 0..100
     task_json    TEXT NOT NULL,                       -- AudioInferenceTask.to_json()
     request_json TEXT NOT NULL,                       -- the request as sent (inline audio replaced)
-    inputs_json  TEXT NOT NULL DEFAULT '{{}}',          -- input URL -> media id once downloaded
-    error_json   TEXT,                                -- {{code, message, parameter?}}
+    inputs_json  TEXT NOT NULL DEFAULT '{}',          -- input URL -> media id once downloaded
+    error_json   TEXT,                                -- {code, message, parameter?}
     created_at   REAL NOT NULL,
     started_at   REAL,
     finished_at  REAL,
@@ -63,7 +75,6 @@ CREATE TABLE results (
     gpu_seconds REAL NOT NULL,
     created_at  REAL NOT NULL,
     expires_at  REAL NOT NULL,
-    planned_json TEXT,                                -- the planner's metadata for it, or NULL
     PRIMARY KEY (task_uuid, idx)
 );
 CREATE TABLE media (
@@ -86,14 +97,35 @@ CREATE TABLE outbox (
     result_idx      INTEGER,                          -- NULL: the task's error
     status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','done','failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,                    -- due from then (retry backoff runs in memory)
+    next_attempt_at REAL NOT NULL,                    -- due from then: a claim's hold or the retry schedule
     last_error      TEXT,
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL
 );
 CREATE INDEX outbox_pending ON outbox (status, next_attempt_at);
-INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+INSERT INTO meta VALUES ('schema_version', '1');
 """
+
+#: UPGRADES[v] takes a database from version v to v + 1 (statements separated by `;`).
+UPGRADES: dict[int, str] = {
+    1: "ALTER TABLE results ADD COLUMN planned_json TEXT",  # the planner's metadata of a result, or NULL
+    2: """
+    ALTER TABLE tasks ADD COLUMN claimed_by  TEXT;        -- worker id of the last claim
+    ALTER TABLE tasks ADD COLUMN lease_token INTEGER;     -- fencing token of the current claim
+    ALTER TABLE tasks ADD COLUMN lease_until REAL;        -- the claim lapses after this
+    CREATE INDEX tasks_by_lease ON tasks (lease_until) WHERE status = 'running';
+    CREATE INDEX tasks_by_model ON tasks (status, model, seq);
+    CREATE INDEX outbox_by_task ON outbox (task_uuid, id);
+    CREATE TABLE claim_cursor (model TEXT PRIMARY KEY, last_key TEXT NOT NULL);  -- key heading the last batch
+    CREATE TABLE lease_counter (last_token INTEGER NOT NULL);                      -- one row, only grows
+    INSERT INTO lease_counter VALUES (0)
+    """,
+}
+
+QUEUED, RUNNING, SUCCESS, ERROR, CANCELLED = "queued", "running", "success", "error", "cancelled"
+TERMINAL = (SUCCESS, ERROR, CANCELLED)
+
+_RELEASE = "status='queued', progress=0, started_at=NULL, lease_token=NULL, lease_until=NULL"
 
 
 class StoreError(RuntimeError):
@@ -121,6 +153,18 @@ class TaskRecord:
     finished_at: float | None
     expires_at: float | None
     seq: int
+
+    @cached_property
+    def task(self) -> AudioInferenceTask:
+        """The stored task, decoded on first use and kept with this record, so a caller reading
+        it several times decodes it once (`task_json` stays the stored text)."""
+        return AudioInferenceTask.from_json(self.task_json)
+
+    @cached_property
+    def request(self) -> Any:
+        """The request as sent (`request_json` decoded once per record). Shared by every reader
+        of this record: treat it as read-only."""
+        return json.loads(self.request_json)
 
 
 @dataclass(frozen=True)
@@ -187,7 +231,44 @@ class NewDelivery:
     result_idx: int | None
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one running task. `token` is unique to this claim (never reused, even
+    for the same task and worker), so it fences: only the current holder's writes commit."""
+
+    uuid: str
+    worker: str
+    token: int
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task a worker claimed: its record (status running, attempt counted) and its lease."""
+
+    record: TaskRecord
+    lease: Lease
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What one sweep did. `ran` is False when another sweeper held the lock and this one did
+    nothing (PostgreSQL; SQLite sweeps take turns instead)."""
+
+    ran: bool
+    requeued: tuple[str, ...] = ()
+    interrupted: tuple[str, ...] = ()
+
+
+#: Chooses a batch from queued candidates (oldest first) given the API key that headed the
+#: previous batch of this model (None at first): the job layer's one pure batching rule (key
+#: fairness, batch key, readiness, size). The store claims what it returns, head first.
+Picker = Callable[[list[TaskRecord], str | None], list[TaskRecord]]
+
+
 class Store:
+    """`LeasingStore` on one SQLite file, shared by the threads of a process and by processes."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +283,8 @@ class Store:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                                   check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
@@ -238,19 +320,15 @@ class Store:
         with self._write() as conn:
             has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
             if not has_meta:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                return
+                _run_script(conn, VERSION_1_SCHEMA)
             version = int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
-            if version < SCHEMA_VERSION and all(v in UPGRADES for v in range(version, SCHEMA_VERSION)):
+            if version > SCHEMA_VERSION or any(v not in UPGRADES for v in range(version, SCHEMA_VERSION)):
+                raise StoreError(f"{self.path} has schema version {version}; this Cantata reads version "
+                                 f"{SCHEMA_VERSION}. Use a matching Cantata or a new data directory.")
+            if version < SCHEMA_VERSION:
                 for v in range(version, SCHEMA_VERSION):
-                    conn.execute(UPGRADES[v])
+                    _run_script(conn, UPGRADES[v])
                 conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-                return
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {version}; this Cantata reads version "
-                             f"{SCHEMA_VERSION}. Use a matching Cantata or a new data directory.")
 
     def writable(self) -> bool:
         """Readiness probe: can we commit a write right now?"""
@@ -292,6 +370,16 @@ class Store:
         with self._write() as conn:
             return conn.execute("DELETE FROM tasks WHERE uuid=?", (uuid,)).rowcount > 0
 
+    def queue_depth(self, model: str | None = None) -> int:
+        if model is None:
+            return self._read("SELECT COUNT(*) FROM tasks WHERE status='queued'")[0][0]
+        return self._read("SELECT COUNT(*) FROM tasks WHERE status='queued' AND model=?", (model,))[0][0]
+
+    def queued_ahead(self, uuid: str) -> int | None:
+        rows = self._read("SELECT (SELECT COUNT(*) FROM tasks AS o WHERE o.status='queued' AND o.model=t.model"
+                          " AND o.seq < t.seq) FROM tasks AS t WHERE t.uuid=? AND t.status='queued'", (uuid,))
+        return rows[0][0] if rows else None
+
     def mark_running(self, uuid: str, now: float) -> bool:
         """queued -> running, counting an attempt; False if the task is no longer queued."""
         with self._write() as conn:
@@ -299,12 +387,11 @@ class Store:
                                " WHERE uuid=? AND status='queued'", (now, uuid))
             return cur.rowcount == 1
 
-    def requeue(self, uuid: str, *, uncount_attempt: bool) -> None:
+    def requeue(self, uuid: str, *, uncount_attempt: bool, lease: Lease | None = None) -> None:
         """running -> queued (restart recovery, or a batch stopped by shutdown that must not count)."""
         with self._write() as conn:
-            conn.execute("UPDATE tasks SET status='queued', progress=0, started_at=NULL,"
-                         " attempts=attempts - ? WHERE uuid=? AND status='running'",
-                         (1 if uncount_attempt else 0, uuid))
+            conn.execute(f"UPDATE tasks SET {_RELEASE}, attempts=attempts - ? WHERE uuid=? AND status='running'"
+                         f"{_fence(lease)}", (1 if uncount_attempt else 0, uuid, *_fence_args(lease)))
 
     def set_progress(self, uuid: str, progress: int) -> None:
         with self._write() as conn:
@@ -323,34 +410,71 @@ class Store:
     def finish(self, uuid: str, status: str, *, now: float, expires_at: float,
                error: dict[str, Any] | None = None, results: Sequence[NewResult] = (),
                owner: str = "", deliveries: Sequence[NewDelivery] = (),
-               from_statuses: Sequence[str] = (QUEUED, RUNNING)) -> bool:
+               from_statuses: Sequence[str] = (QUEUED, RUNNING), lease: Lease | None = None) -> bool:
         """Finish a task in one transaction: its results and their media rows, the deliveries it
         owes, and its final status. False (and nothing written) if it was not in `from_statuses`
-        any more, e.g. cancelled while its batch was running."""
-        marks = ",".join("?" * len(from_statuses))
+        any more, e.g. cancelled while its batch was running, or `lease` is no longer current."""
         with self._write() as conn:
-            cur = conn.execute(
-                f"UPDATE tasks SET status=?, error_json=?, finished_at=?, expires_at=?,"
-                f" progress=CASE WHEN ?='success' THEN 100 ELSE progress END"
-                f" WHERE uuid=? AND status IN ({marks})",
-                (status, json.dumps(error) if error else None, now, expires_at, status, uuid, *from_statuses))
-            if cur.rowcount != 1:
-                return False
-            for r in results:
-                conn.execute("INSERT INTO media VALUES (?, 'result', ?, ?, ?, ?, ?, ?, ?)",
-                             (r.audio_uuid, r.storage_key, r.ext, r.mime, r.size, owner, now, r.expires_at))
-                conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (uuid, r.idx, r.audio_uuid, r.seed, r.ext, r.mime, r.size, r.gpu_seconds, now,
-                              r.expires_at, json.dumps(r.planned) if r.planned is not None else None))
-            for d in deliveries:
-                conn.execute("INSERT INTO outbox (task_uuid, kind, url, result_idx, next_attempt_at, created_at,"
-                             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (uuid, d.kind, d.url, d.result_idx, now, now, now))
-            return True
+            return _finish(conn, uuid, status, now=now, expires_at=expires_at, error=error, results=results,
+                           owner=owner, deliveries=deliveries, from_statuses=from_statuses, lease=lease)
 
     def results(self, uuid: str) -> list[ResultRecord]:
         return [_result_record(dict(r)) for r in self._read("SELECT * FROM results WHERE task_uuid=? ORDER BY idx",
                                                               (uuid,))]
+
+    # -- claims and leases -----------------------------------------------------------------------
+
+    def claim_batch(self, model: str, *, worker: str, now: float, lease_seconds: float, pick: Picker,
+                    window: int = 64) -> list[Claim]:
+        """The window, the picker and the marking run in one immediate transaction: claims of
+        every process on this file take turns, so none can take a row another one took."""
+        with self._write() as conn:
+            candidates = [_task(r) for r in conn.execute(
+                "SELECT * FROM tasks WHERE status='queued' AND model=? ORDER BY seq LIMIT ?", (model, window))]
+            if not candidates:
+                return []
+            cursor = conn.execute("SELECT last_key FROM claim_cursor WHERE model=?", (model,)).fetchone()
+            offered = {c.uuid for c in candidates}
+            chosen = dict.fromkeys(r.uuid for r in pick(candidates, cursor and cursor[0]) if r.uuid in offered)
+            claims = []
+            for uuid in chosen:
+                (token,) = conn.execute("UPDATE lease_counter SET last_token=last_token+1"
+                                        " RETURNING last_token").fetchone()
+                (row,) = conn.execute("UPDATE tasks SET status='running', attempts=attempts+1, started_at=?,"
+                                      " progress=0, claimed_by=?, lease_token=?, lease_until=? WHERE uuid=?"
+                                      " RETURNING *", (now, worker, token, now + lease_seconds, uuid)).fetchall()
+                claims.append(Claim(record=_task(row), lease=Lease(uuid, worker, token, now + lease_seconds)))
+            if claims:
+                conn.execute("INSERT INTO claim_cursor VALUES (?, ?)"
+                             " ON CONFLICT (model) DO UPDATE SET last_key=excluded.last_key",
+                             (model, claims[0].record.key_id))
+            return claims
+
+    def renew_lease(self, lease: Lease, *, now: float, lease_seconds: float,
+                    progress: int | None = None) -> Lease | None:
+        with self._write() as conn:
+            renewed = conn.execute("UPDATE tasks SET lease_until=?, progress=COALESCE(?, progress)"
+                                   " WHERE uuid=? AND status='running' AND lease_token=?",
+                                   (now + lease_seconds, progress, lease.uuid, lease.token)).rowcount == 1
+        return Lease(lease.uuid, lease.worker, lease.token, now + lease_seconds) if renewed else None
+
+    def sweep_leases(self, now: float, *, max_attempts: int, error: dict[str, Any], expires_at: float,
+                     deliveries_for: Callable[[TaskRecord], Sequence[NewDelivery]]) -> SweepOutcome:
+        """One immediate transaction: sweepers in several processes run one after the other, and
+        a later one finds the leases the earlier one handled already released."""
+        requeued, interrupted = [], []
+        with self._write() as conn:
+            expired = [_task(r) for r in conn.execute(
+                "SELECT * FROM tasks WHERE status='running' AND lease_until < ? ORDER BY seq", (now,))]
+            for record in expired:
+                if record.attempts >= max_attempts:
+                    _finish(conn, record.uuid, ERROR, now=now, expires_at=expires_at, error=error,
+                            deliveries=deliveries_for(record), from_statuses=(RUNNING,))
+                    interrupted.append(record.uuid)
+                else:
+                    conn.execute(f"UPDATE tasks SET {_RELEASE} WHERE uuid=?", (record.uuid,))
+                    requeued.append(record.uuid)
+        return SweepOutcome(ran=True, requeued=tuple(requeued), interrupted=tuple(interrupted))
 
     # -- media ---------------------------------------------------------------------------------
 
@@ -376,11 +500,23 @@ class Store:
     def pending_deliveries(self) -> list[Delivery]:
         return [_delivery(r) for r in self._read("SELECT * FROM outbox WHERE status='pending' ORDER BY id")]
 
-    def delivery_attempted(self, delivery_id: int, *, now: float, error: str | None) -> None:
-        """Record one try (error None: it succeeded)."""
+    def claim_deliveries(self, *, now: float, hold_seconds: float, limit: int = 32) -> list[Delivery]:
+        """One immediate transaction, so claimers in every process take turns."""
         with self._write() as conn:
-            conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=COALESCE(?, last_error), updated_at=?"
-                         " WHERE id=?", (error, now, delivery_id))
+            rows = conn.execute(
+                "UPDATE outbox SET next_attempt_at=?, updated_at=? WHERE id IN ("
+                "  SELECT id FROM outbox AS o WHERE status='pending' AND next_attempt_at <= ? AND NOT EXISTS ("
+                "    SELECT 1 FROM outbox AS p WHERE p.task_uuid=o.task_uuid AND p.status='pending' AND p.id < o.id)"
+                "  ORDER BY id LIMIT ?) RETURNING *", (now + hold_seconds, now, now, limit)).fetchall()
+        return sorted((_delivery(r) for r in rows), key=lambda d: d.id)
+
+    def delivery_attempted(self, delivery_id: int, *, now: float, error: str | None,
+                           retry_at: float | None = None) -> None:
+        """Record one try (error None: it succeeded), and when the next one is due."""
+        with self._write() as conn:
+            conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=COALESCE(?, last_error), updated_at=?,"
+                         " next_attempt_at=COALESCE(?, next_attempt_at) WHERE id=?",
+                         (error, now, retry_at, delivery_id))
 
     def delivery_settled(self, delivery_id: int, status: str, *, now: float, error: str | None = None) -> None:
         """No more tries: 'done' or 'failed'."""
@@ -398,6 +534,48 @@ class Store:
         with self._write() as conn:
             return conn.execute("DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?",
                                 (now,)).rowcount
+
+
+def _finish(conn: sqlite3.Connection, uuid: str, status: str, *, now: float, expires_at: float,
+            error: dict[str, Any] | None, from_statuses: Sequence[str], results: Sequence[NewResult] = (),
+            owner: str = "", deliveries: Sequence[NewDelivery] = (), lease: Lease | None = None) -> bool:
+    """`finish` inside the caller's transaction (the sweeper fails tasks in its own)."""
+    marks = ",".join("?" * len(from_statuses))
+    cur = conn.execute(
+        f"UPDATE tasks SET status=?, error_json=?, finished_at=?, expires_at=?, lease_until=NULL,"
+        f" progress=CASE WHEN ?='success' THEN 100 ELSE progress END"
+        f" WHERE uuid=? AND status IN ({marks}){_fence(lease)}",
+        (status, json.dumps(error) if error else None, now, expires_at, status, uuid, *from_statuses,
+         *_fence_args(lease)))
+    if cur.rowcount != 1:
+        return False
+    for r in results:
+        conn.execute("INSERT INTO media VALUES (?, 'result', ?, ?, ?, ?, ?, ?, ?)",
+                     (r.audio_uuid, r.storage_key, r.ext, r.mime, r.size, owner, now, r.expires_at))
+        conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (uuid, r.idx, r.audio_uuid, r.seed, r.ext, r.mime, r.size, r.gpu_seconds, now,
+                      r.expires_at, json.dumps(r.planned) if r.planned is not None else None))
+    for d in deliveries:
+        conn.execute("INSERT INTO outbox (task_uuid, kind, url, result_idx, next_attempt_at, created_at,"
+                     " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (uuid, d.kind, d.url, d.result_idx, now, now, now))
+    return True
+
+
+def _fence(lease: Lease | None) -> str:
+    """The extra WHERE clause of a write fenced by `lease` (none without one)."""
+    return "" if lease is None else " AND lease_token=?"
+
+
+def _fence_args(lease: Lease | None) -> tuple:
+    return () if lease is None else (lease.token,)
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run `;`-separated statements inside the open transaction (`executescript` would commit)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _task(row: sqlite3.Row) -> TaskRecord:

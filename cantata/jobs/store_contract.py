@@ -1,11 +1,12 @@
 """The store contract: what the job layer needs from a durable store, and what each backend promises.
 
-Two backends implement it: `cantata.jobs.store.Store` (SQLite, the embedded default) and
+Two backends implement all of it (`LeasingStore`): `cantata.jobs.store.Store` (SQLite, the
+embedded default, shared by the worker processes of one machine) and
 `cantata.jobs.pg_store.PostgresStore` (PostgreSQL, shared by many processes and machines).
 `tests/test_store_conformance.py` runs one suite unchanged against both.
 
-`JobStore` lists exactly the operations the engine, the input downloader, the response builder
-and the delivery outbox call today. Guarantees every backend gives:
+`JobStore` lists the operations the engine, the input downloader, the response builder, the
+scheduler and the delivery outbox call. Guarantees every backend gives:
 
 * Durability: a call that returned has committed; a crash after it loses nothing it wrote.
 * Guarded transitions: every status change is one conditional update, so of two racing callers
@@ -17,6 +18,13 @@ and the delivery outbox call today. Guarantees every backend gives:
 * Schema versions: a backend creates or migrates its schema on open and refuses, with
   `StoreError` naming the version it found, a database written by a newer Cantata.
 * `seq` is the submission order; listings come back in it.
+* A `TaskRecord` decodes its task (`record.task`) and request (`record.request`) on first use
+  and keeps them, so a reader pays for the JSON once per record, not at every read.
+* The outbox is claimed, not listed: `claim_deliveries` hands each due row to one claimer and
+  holds it for a while, so any number of delivery nodes share it without sending the same
+  attempt twice; the retry schedule is stored (`delivery_attempted(retry_at=)`), so a restarted
+  node resumes owed deliveries on time. A node that dies holding a row lets the hold lapse and
+  another node retries it: deliveries are at-least-once, never lost.
 
 `LeasingStore` adds what several worker processes sharing one store need (issue 7, item 3):
 a worker *claims* a batch in one transaction and holds each task under a `Lease` (worker id, a
@@ -24,17 +32,19 @@ fencing token that no other claim ever reuses, an expiry); progress renews the l
 puts tasks whose lease expired back in the queue (the attempt stays counted) or fails them with
 `taskInterrupted` past the cap; a `finish` or `requeue` carrying a lease commits only while that
 lease is still the task's current one, so a worker frozen past its lease can never overwrite the
-result of the retry.
+result of the retry. How the backends serialize claims differs, what they promise does not:
+PostgreSQL locks only the rows it claims (`FOR UPDATE SKIP LOCKED`) so claimers never wait for
+each other; SQLite runs each claim as one `BEGIN IMMEDIATE` transaction, so claims (milliseconds
+each) take turns on the file's write lock. Either way no task is ever claimed twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .store import (CANCELLED, ERROR, QUEUED, RUNNING, SUCCESS, TERMINAL, Delivery, DuplicateTask, MediaRecord,
-                    NewDelivery, NewResult, ResultRecord, StoreError, TaskRecord)
+from .store import (CANCELLED, ERROR, QUEUED, RUNNING, SUCCESS, TERMINAL, Claim, Delivery, DuplicateTask, Lease,
+                    MediaRecord, NewDelivery, NewResult, Picker, ResultRecord, StoreError, SweepOutcome, TaskRecord)
 
 __all__ = ["JobStore", "LeasingStore", "Lease", "Claim", "SweepOutcome", "Picker", "QUEUED", "RUNNING", "SUCCESS",
            "ERROR", "CANCELLED", "TERMINAL", "TaskRecord", "ResultRecord", "MediaRecord", "Delivery", "NewResult",
@@ -70,6 +80,14 @@ class JobStore(Protocol):
     def delete_task(self, uuid: str) -> bool:
         """Forget a task with its results and outbox rows (cascade); the result files' media rows
         are left to the caller. False when there was no such task."""
+
+    def queue_depth(self, model: str | None = None) -> int:
+        """How many tasks are queued (of `model`, when given), counted in the store, so every
+        API node and scheduler sees the same queue."""
+
+    def queued_ahead(self, uuid: str) -> int | None:
+        """A queued task's 0-based queue position: how many queued tasks of its model have a
+        smaller `seq`. None when the task is not queued (unknown, running or finished)."""
 
     def mark_running(self, uuid: str, now: float) -> bool:
         """queued -> running: counts an attempt, sets `started_at`, progress 0. False (nothing
@@ -115,8 +133,21 @@ class JobStore(Protocol):
     def pending_deliveries(self) -> list[Delivery]:
         """Every delivery not settled yet, in creation order."""
 
-    def delivery_attempted(self, delivery_id: int, *, now: float, error: str | None) -> None:
-        """Count one try; a non-None `error` becomes `last_error` (None keeps the previous one)."""
+    def claim_deliveries(self, *, now: float, hold_seconds: float, limit: int = 32) -> list[Delivery]:
+        """In one transaction: up to `limit` pending deliveries that are due (`next_attempt_at <=
+        now`) and are the oldest pending row of their task (a task's rows go one at a time in
+        creation order: its uploads before its webhook), oldest first; each one's
+        `next_attempt_at` becomes `now + hold_seconds`, and the rows come back with it. Until the
+        hold ends no other claimer sees them as due, so two concurrent claimers (threads,
+        processes, nodes) never get the same row; a claimer that dies lets the hold lapse and
+        the row is claimed again (at-least-once). `hold_seconds` must outlast one attempt, or a
+        slow attempt is sent twice. Attempts are not counted here (`delivery_attempted`)."""
+
+    def delivery_attempted(self, delivery_id: int, *, now: float, error: str | None,
+                           retry_at: float | None = None) -> None:
+        """Count one try; a non-None `error` becomes `last_error` (None keeps the previous one);
+        a `retry_at` becomes `next_attempt_at` (the stored retry schedule: the row is due again
+        then, on whichever node claims it), None leaves it as it was."""
 
     def delivery_settled(self, delivery_id: int, status: str, *, now: float, error: str | None = None) -> None:
         """No more tries: status 'done' or 'failed'."""
@@ -131,40 +162,6 @@ class JobStore(Protocol):
         returns how many tasks. Media rows expire on their own (`expired_media`)."""
 
 
-@dataclass(frozen=True)
-class Lease:
-    """A worker's hold on one running task. `token` is unique to this claim (never reused, even
-    for the same task and worker), so it fences: only the current holder's writes commit."""
-
-    uuid: str
-    worker: str
-    token: int
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A task a worker claimed: its record (status running, attempt counted) and its lease."""
-
-    record: TaskRecord
-    lease: Lease
-
-
-@dataclass(frozen=True)
-class SweepOutcome:
-    """What one sweep did. `ran` is False when another sweeper held the lock (nothing done)."""
-
-    ran: bool
-    requeued: tuple[str, ...] = ()
-    interrupted: tuple[str, ...] = ()
-
-
-#: Chooses a batch from queued candidates (oldest first) given the API key that headed the
-#: previous batch of this model (None at first): the job layer's one pure batching rule (key
-#: fairness, batch key, readiness, size). The store claims what it returns, head first.
-Picker = Callable[[list[TaskRecord], str | None], list[TaskRecord]]
-
-
 @runtime_checkable
 class LeasingStore(JobStore, Protocol):
     """A store several worker processes can share: claims, leases, a sweeper and fencing."""
@@ -173,10 +170,11 @@ class LeasingStore(JobStore, Protocol):
                     window: int = 64) -> list[Claim]:
         """In one transaction: read up to `window` queued tasks of `model` (oldest first), let
         `pick` choose, and mark the chosen ones running (attempt counted) under a fresh lease of
-        `worker` until `now + lease_seconds`; the head's key becomes the previous key passed to
-        the next `pick` of this model, on any worker. Rows another transaction holds are skipped,
-        never waited for, so concurrent claims never block each other and never claim a task
-        twice. [] when nothing could be claimed."""
+        `worker` until `now + lease_seconds`, each with its own new token; the head's key becomes
+        the previous key passed to the next `pick` of this model, on any worker. Concurrent
+        claims never claim a task twice: PostgreSQL skips rows another transaction holds (never
+        waits for them), SQLite runs claims one after the other. Chosen records that were not
+        among the candidates are ignored. [] when nothing could be claimed."""
 
     def renew_lease(self, lease: Lease, *, now: float, lease_seconds: float,
                     progress: int | None = None) -> Lease | None:
@@ -196,7 +194,10 @@ class LeasingStore(JobStore, Protocol):
 
     def sweep_leases(self, now: float, *, max_attempts: int, error: dict[str, Any], expires_at: float,
                      deliveries_for: Callable[[TaskRecord], Sequence[NewDelivery]]) -> SweepOutcome:
-        """One sweeper at a time (others get `ran=False`): every running task whose lease expired
-        before `now` goes back to the queue with its attempt still counted, or, once it has had
-        `max_attempts` attempts, finishes as `error` (with `error`, `expires_at` and the
-        deliveries `deliveries_for` gives) in the same transaction."""
+        """One sweeper at a time: every running task whose lease expired before `now` goes back
+        to the queue with its attempt still counted, or, once it has had `max_attempts` attempts,
+        finishes as `error` (with `error`, `expires_at` and the deliveries `deliveries_for`
+        gives) in the same transaction. On PostgreSQL a sweeper finding another one at work
+        returns at once with `ran=False`; on SQLite sweeps queue on the write lock and a later
+        one finds the earlier one's work done. A task running without a lease (started by
+        `mark_running`) is never swept."""
