@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.padded_dit import padded_forward
+from ..models.padded_dit import dit_forward
 from .cancel import CancelCheck, stop_if_cancelled
 from .crossfade import crossfade, window_weights
 from .dcw import dcw_correct
@@ -59,9 +59,7 @@ StepCallback = Callable[[int, int], None]
 def _forward(transformer, x: torch.Tensor, t: torch.Tensor, enc: torch.Tensor, context: torch.Tensor,
              frames: torch.Tensor | None, enc_lengths: torch.Tensor | None) -> torch.Tensor:
     tt = t * torch.ones((x.shape[0],), device=x.device, dtype=x.dtype)
-    if frames is None:
-        return transformer(x, tt, tt, enc, context).sample
-    return padded_forward(transformer, x, tt, enc, context, frames, enc_lengths)
+    return dit_forward(transformer, x, tt, enc, context, frames, enc_lengths)
 
 
 def velocity(transformer, x: torch.Tensor, t: torch.Tensor, phase: Phase, guided: bool,
