@@ -170,7 +170,47 @@ def _add_serve(sub) -> None:
     p.add_argument("--loras", type=Path, help="adapter registry folder (default <data-dir>/loras)")
     p.add_argument("--allow-private-urls", action="store_true",
                    help="let webhooks, uploads and input URLs reach loopback/private addresses")
+    _add_backend_flags(p)
+    p.add_argument("--no-worker", action="store_true",
+                   help="API only (stateless): tasks go to the shared --store for `cantata worker` processes")
+    p.add_argument("--devices", type=_devices, help="one worker process per device, e.g. cuda:0,cuda:1 (this "
+                   "process serves the API)")
     p.set_defaults(func=cmd_serve)
+
+
+def _devices(text: str) -> tuple[str, ...]:
+    devices = tuple(d.strip() for d in text.split(",") if d.strip())
+    if not devices:
+        raise argparse.ArgumentTypeError("name at least one device, e.g. cuda:0,cuda:1")
+    return devices
+
+
+def _add_backend_flags(p) -> None:
+    p.add_argument("--store", help="job store: a SQLite file (default <data-dir>/cantata.db) or postgresql://… "
+                   "shared by every API and worker process")
+    p.add_argument("--media", help="media storage: a folder (default <data-dir>/media) or s3://bucket/prefix "
+                   "(endpoint, region and credentials from the AWS_* variables)")
+    p.add_argument("--media-presign", action="store_true", help="S3: answer result URLs with presigned redirects")
+
+
+def _add_worker(sub) -> None:
+    p = sub.add_parser("worker", help="run model workers for a shared store (no HTTP): one process per device",
+                       description="Claim tasks from the shared job store (--store) and run them on one device. "
+                                   "Reads the same configuration as `cantata serve` (file, CANTATA_* variables, "
+                                   "flags).")
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--data-dir", type=Path, help="data directory (default ~/.local/share/cantata)")
+    p.add_argument("--checkpoints", type=Path, help="checkpoint root (default $CANTATA_CHECKPOINTS or ~/.cache)")
+    p.add_argument("--model", action="append", help="variant to serve; repeat for several (default xl-sft)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--dtype", help="auto, fp32, bf16, fp16")
+    p.add_argument("--demo", action="store_true", help="tiny random checkpoints (made on first use)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
+    p.add_argument("--planner", help="the 5 Hz LM planner: auto, none, 0.6B, 1.7B or 4B")
+    p.add_argument("--max-batch-size", type=int, help="results one DiT batch may carry (default 4)")
+    p.add_argument("--allow-private-urls", action="store_true", help="let input URLs reach private addresses")
+    _add_backend_flags(p)
+    p.set_defaults(func=cmd_worker, api_keys_file=None)
 
 
 def _keys_file_flags(parser, default) -> None:
@@ -386,30 +426,69 @@ def _server_config(args, **flags):
     return load_config(args.config, overrides=overrides)
 
 
-def cmd_serve(args) -> int:
-    import uvicorn
-
-    from .api.app import create_app
-    from .api.headers import UVICORN_OPTIONS
-    from .logfmt import kv
-
+def _role_config(args, **flags):
+    """The configuration of a serving role: the shared flags, demo checkpoints resolved."""
     config = _server_config(
-        args, host=args.host, port=args.port, public_url=args.public_url, checkpoints=args.checkpoints,
-        models=args.model, device=args.device, dtype=args.dtype, demo=args.demo or None,
-        download=False if args.no_download else None, no_auth=args.no_auth or None,
-        allow_private_urls=args.allow_private_urls or None, loras=args.loras, planner=args.planner)
+        args, checkpoints=args.checkpoints, models=args.model, device=args.device, dtype=args.dtype,
+        demo=args.demo or None, download=False if args.no_download else None, planner=args.planner,
+        allow_private_urls=args.allow_private_urls or None, store=args.store, media=args.media,
+        media_presign=args.media_presign or None, **flags)
     if not args.verbose:
         logging.getLogger().setLevel(config.log_level.upper())
     if config.demo and args.checkpoints is None:
         for model in config.models:
             root = demo_checkpoints(model)
         config = config.replace(checkpoints=root)
+    return config
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .api.app import create_app
+    from .api.headers import UVICORN_OPTIONS
+    from .devices import DeviceWorkers
+    from .logfmt import kv
+
+    config = _role_config(args, host=args.host, port=args.port, public_url=args.public_url,
+                          no_auth=args.no_auth or None, loras=args.loras, role="api" if args.no_worker else None,
+                          devices=args.devices)
     if config.no_auth:
         logging.getLogger("cantata").warning(kv("auth.disabled", note="--no-auth: every request is accepted "
                                                 "without a key; do not expose this server"))
     app = create_app(config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, **UVICORN_OPTIONS,
-                ws_max_size=config.max_request_bytes, timeout_graceful_shutdown=config.shutdown_grace + 5)
+    devices = DeviceWorkers(config)
+    devices.start()
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, **UVICORN_OPTIONS,
+                    ws_max_size=config.max_request_bytes, timeout_graceful_shutdown=config.shutdown_grace + 5)
+    finally:
+        devices.stop(config.shutdown_grace)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    """Run this process's workers until SIGTERM/SIGINT, then stop like a server does (the running
+    batch finishes within the grace period, else it is requeued uncounted)."""
+    import signal
+    import threading
+
+    from .jobs.engine import Engine
+    from .logfmt import kv
+
+    config = _role_config(args, role="worker", max_batch_size=args.max_batch_size)
+    engine = Engine.from_config(config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    engine.start()
+    log = logging.getLogger("cantata.worker")
+    log.info(kv("worker.started", device=config.device, models=",".join(config.models), store=config.postgres
+                and "postgresql" or config.store_url, pid=os.getpid()))
+    stop.wait()
+    log.info(kv("worker.stopping", grace=config.shutdown_grace))
+    engine.stop()
+    engine.store.close()
     return 0
 
 
@@ -446,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_checkpoint(sub)
     _add_serve(sub)
+    _add_worker(sub)
     _add_keys(sub)
     _add_lora(sub)
     _add_run(sub)
@@ -466,7 +546,7 @@ def _verbose_after_commands(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    log_format = ("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s" if args.command in ("serve", "keys")
+    log_format = ("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s" if args.command in ("serve", "worker", "keys")
                   else "%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=log_format)
     try:

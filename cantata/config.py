@@ -33,6 +33,23 @@ Serving
   lora_cache_mb [2048]        device memory for loaded adapters per model (least recently used
                               ones are dropped first).
 
+Scaling out (README "Scaling out")
+  role [all]                  all: API and workers in one process; api: API only (`serve
+                              --no-worker`, stateless); worker: workers only (`cantata worker`).
+  store [<data_dir>/cantata.db]
+                              the job store: a SQLite file, or postgresql://user:pass@host/db to
+                              share one store between any number of API and worker processes.
+  media [<data_dir>/media]    where files live: a folder, or s3://bucket/prefix on any
+                              S3-compatible service (endpoint, region and credentials from the
+                              usual AWS_* variables).
+  media_presign [false]       S3 only: result URLs redirect to presigned object URLs instead of
+                              streaming through the API node.
+  devices []                  `serve --devices cuda:0,cuda:1`: one worker process per device on
+                              this machine, the serving process runs the API only.
+  lease_seconds [30.0]        shared store: a worker's claim on a running task lapses after this
+                              long without renewal (renewed every third of it); the task is then
+                              retried elsewhere.
+
 Authentication
   no_auth [false]             accept every request without an API key (local use only).
   api_keys_file [<data_dir>/api-keys]
@@ -97,6 +114,9 @@ class ConfigError(ValueError):
     """A configuration value is unknown or malformed; the message names the key and its source."""
 
 
+ROLES = ("all", "api", "worker")
+
+
 def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "cantata"
@@ -121,6 +141,13 @@ class ServerConfig:
     planner: str = "auto"
     loras: Path | None = None
     lora_cache_mb: int = 2048
+
+    role: str = "all"
+    store: str | None = None
+    media: str | None = None
+    media_presign: bool = False
+    devices: tuple[str, ...] = ()
+    lease_seconds: float = 30.0
 
     no_auth: bool = False
     api_keys_file: Path | None = None
@@ -165,6 +192,12 @@ class ServerConfig:
                      "max_request_bytes", "max_input_audio_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.role not in ROLES:
+            raise ConfigError(f"role: {self.role!r} is not one of {', '.join(ROLES)}")
+        if self.lease_seconds < 3:
+            raise ConfigError("lease_seconds must be at least 3")
+        if self.devices and self.role != "all":
+            raise ConfigError("devices: only `cantata serve` (role all) starts worker processes")
         if self.result_ttl < 60:
             raise ConfigError("result_ttl must be at least 60 seconds (Runware's smallest ttl)")
         if self.api_keys_file is None:
@@ -195,6 +228,27 @@ class ServerConfig:
     def media_dir(self) -> Path:
         return self.data_dir / "media"
 
+    @property
+    def store_url(self) -> str:
+        """The store as given, or the SQLite file in the data directory."""
+        return self.store or str(self.db_path)
+
+    @property
+    def postgres(self) -> bool:
+        return self.store_url.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether other processes may run tasks from this store: then this process claims work
+        from the store under leases instead of queueing in memory (`jobs.claims`)."""
+        return self.postgres or self.role != "all" or bool(self.devices)
+
+    @property
+    def runs_workers(self) -> bool:
+        """Whether this process runs model workers (not an API-only node, not the parent of
+        per-device worker processes)."""
+        return self.role != "api" and not self.devices
+
     def outbound_policy(self) -> OutboundPolicy:
         return OutboundPolicy(
             allow_private=self.allow_private_urls,
@@ -210,6 +264,25 @@ class ServerConfig:
 
     def replace(self, **changes: Any) -> "ServerConfig":
         return dataclasses.replace(self, **changes)
+
+    def as_environment(self) -> dict[str, str]:
+        """This configuration as `CANTATA_*` variables: how `serve --devices` hands its exact
+        configuration to the worker processes it starts."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            elif isinstance(value, Mapping):
+                text = json.dumps(dict(value))
+            else:
+                text = str(value)
+            env[ENV_PREFIX + f.name.upper()] = text
+        return env
 
 
 # -- loading ---------------------------------------------------------------------------------

@@ -377,25 +377,7 @@ def is_retryable(error: OutboundError) -> bool:
     return error.code == "urlHttpError" and (status >= 500 or status in (408, 429))
 
 
-async def deliver_with_retries(
-    send: Callable[[], Awaitable[int]],
-    *,
-    attempts: int = 5,
-    base_delay: float = 1.0,
-    max_delay: float = 60.0,
-    retry_on: Callable[[OutboundError], bool] = is_retryable,
-    sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
-) -> int:
-    """Call `send` until it succeeds or `attempts` are used up; returns its status code.
-
-    Exponential backoff with full jitter, so deliveries that failed together don't retry in step.
-    Always tries at least once; raises the last OutboundError.
-    """
-    for attempt in range(attempts - 1):
-        try:
-            return await send()
-        except OutboundError as exc:
-            if not retry_on(exc):
-                raise
-        await sleep(random.uniform(0, min(max_delay, base_delay * 2**attempt)))
-    return await send()
+def retry_delay(attempt: int, *, base_delay: float, max_delay: float = 60.0) -> float:
+    """Seconds to wait after failed attempt number `attempt` (0-based): exponential backoff with
+    full jitter, so deliveries that failed together don't retry in step."""
+    return random.uniform(0, min(max_delay, base_delay * 2**attempt))

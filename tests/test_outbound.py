@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import shutil
+import random
 import socket
 import ssl
 import subprocess
@@ -22,7 +23,7 @@ from cantata.outbound import (
     OutboundError,
     OutboundPolicy,
     check_url,
-    deliver_with_retries,
+    retry_delay,
     fetch_bytes,
     fetch_bytes_sync,
     is_retryable,
@@ -387,42 +388,11 @@ async def test_post_does_not_follow_redirects(server):
 # --- retries ----------------------------------------------------------------------------------
 
 
-class Sleeps(list):
-    async def __call__(self, seconds):
-        self.append(seconds)
-
-
-async def test_retries_on_500_then_succeeds(server):
-    sleeps = Sleeps()
-    url = server.url("/status/500?fail=2") + "&k=a"
-    status = await deliver_with_retries(lambda: post_json(url, {}, LOCAL), sleep=sleeps, base_delay=2, max_delay=3)
-    assert status == 200 and server.hits["/status/500"] == 3
-    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 2 and 0 <= sleeps[1] <= 3  # full jitter, capped
-
-
-async def test_gives_up_after_the_attempts(server):
-    sleeps = Sleeps()
-    with pytest.raises(OutboundError) as err:
-        await deliver_with_retries(lambda: post_json(server.url("/status/503"), {}, LOCAL), attempts=3, sleep=sleeps)
-    assert err.value.status_code == 503 and server.hits["/status/503"] == 3 and len(sleeps) == 2
-
-
-async def test_no_retry_on_400(server):
-    with pytest.raises(OutboundError) as err:
-        await deliver_with_retries(lambda: post_json(server.url("/status/400"), {}, LOCAL), sleep=Sleeps())
-    assert err.value.status_code == 400 and server.hits["/status/400"] == 1
-
-
-async def test_no_retry_on_refusal():
-    calls = []
-
-    async def send():
-        calls.append(1)
-        return await post_json("http://10.0.0.5/hook", {}, OutboundPolicy())
-
-    with pytest.raises(OutboundError) as err:
-        await deliver_with_retries(send, sleep=Sleeps())
-    assert err.value.code == "urlNotAllowed" and len(calls) == 1
+def test_retry_delay_is_jittered_exponential_backoff_under_a_cap():
+    random.seed(7)
+    for attempt, cap in ((0, 2), (1, 4), (2, 8), (5, 60), (9, 60)):
+        delays = [retry_delay(attempt, base_delay=2, max_delay=60) for _ in range(200)]
+        assert all(0 <= d <= cap for d in delays) and max(delays) > cap * 0.9  # full jitter up to the cap
 
 
 @pytest.mark.parametrize("code,status,retry", [

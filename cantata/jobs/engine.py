@@ -52,15 +52,17 @@ from ..errors import CantataError
 from ..logfmt import kv
 from ..pipeline.enhance import enhance_prompt
 from ..planner.checkpoint import served_planner
+from . import backends
 from .inputs import InputAudio, InputError, is_url
 from .batching import queued_task
 from .mapping import base_seed
-from .media import LocalDiskStorage, MediaStorage
+from .media import MediaStorage
 from .claims import StoreQueue
 from .events import EventBus, InProcessBus
 from .scheduler import QueuedTask, QueueFull, Scheduler
 from .store import (CANCELLED, ERROR, QUEUED, RUNNING, SUCCESS, TERMINAL, Delivery, DuplicateTask, MediaRecord,
-                    NewDelivery, NewResult, ResultRecord, Store)
+                    NewDelivery, NewResult, ResultRecord)
+from .store_contract import JobStore
 from .task import AudioInferenceTask
 from .worker import EncodedAudio, Job, ModelWorker
 
@@ -137,7 +139,7 @@ class TaskView:
 
 
 class Engine:
-    def __init__(self, *, store: Store, storage: MediaStorage, scheduler: Scheduler | StoreQueue,
+    def __init__(self, *, store: JobStore, storage: MediaStorage, scheduler: Scheduler | StoreQueue,
                  inputs: InputAudio, loader: Callable[[str], object], models: tuple[str, ...], result_ttl: float,
                  sweep_interval: float = 60.0, shutdown_grace: float = 30.0, demo: bool = False,
                  download_threads: int = 2, clock: Callable[[], float] = time.time,
@@ -174,16 +176,18 @@ class Engine:
 
     @classmethod
     def from_config(cls, config, loader: Callable[[str], object] | None = None) -> "Engine":
-        """An engine over `config.data_dir`, loading pipelines from `config.checkpoints`."""
-        store = Store(config.db_path)
-        storage = LocalDiskStorage(config.media_dir)
+        """An engine over the configured store and media (`backends`), loading pipelines from
+        `config.checkpoints`; its role decides whether it runs workers."""
+        store = backends.open_store(config)
+        storage = backends.open_media(config)
         inputs = InputAudio(store, storage, config.outbound_policy(), max_bytes=config.max_input_audio_bytes,
                             max_seconds=config.max_input_audio_seconds, retention=config.result_ttl)
-        return cls(store=store, storage=storage, scheduler=Scheduler(config.queue_capacity, config.max_batch_size),
-                   inputs=inputs, loader=loader or pipeline_loader(config), models=config.models,
+        return cls(store=store, storage=storage, scheduler=backends.work_source(config, store), inputs=inputs,
+                   loader=loader or pipeline_loader(config), models=config.models,
                    result_ttl=config.result_ttl, sweep_interval=config.sweep_interval,
                    shutdown_grace=config.shutdown_grace, demo=config.demo,
-                   planner=served_planner(config.checkpoints, config.planner))
+                   planner=served_planner(config.checkpoints, config.planner), run_workers=config.runs_workers,
+                   bus=backends.event_bus(config))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -377,6 +381,18 @@ class Engine:
     def queue_depth(self, model: str | None = None) -> int:
         """Tasks waiting to run (of `model`)."""
         return self.scheduler.depth(model)
+
+    # -- the delivery outbox (sent by the API nodes) ----------------------------------------------
+
+    def claim_deliveries(self, *, now: float, hold_seconds: float, limit: int) -> list[Delivery]:
+        return self.store.claim_deliveries(now=now, hold_seconds=hold_seconds, limit=limit)
+
+    def delivery_attempted(self, delivery_id: int, *, now: float, error: str | None,
+                           retry_at: float | None = None) -> None:
+        self.store.delivery_attempted(delivery_id, now=now, error=error, retry_at=retry_at)
+
+    def delivery_settled(self, delivery_id: int, status: str, *, now: float, error: str | None = None) -> None:
+        self.store.delivery_settled(delivery_id, status, now=now, error=error)
 
     # -- media -----------------------------------------------------------------------------------
 
