@@ -1,9 +1,10 @@
 """Where media bytes live: uploaded input audio and encoded results.
 
 `MediaStorage` is the interface the rest of the server uses; `LocalDiskStorage` keeps files under
-one directory. Storage keys are built here from a validated UUID and an extension from a fixed
-list, never from anything else a client sent, so no request can name a path. Writes are atomic
-(temporary file + rename): a crash leaves either the whole file or none.
+one directory (`s3_media.S3MediaStorage` keeps them in an S3 bucket). Storage keys are built here
+from a validated UUID and an extension from a fixed list, never from anything else a client sent,
+so no request can name a path. Writes are atomic (temporary file + rename): a crash leaves either
+the whole file or none.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ def is_media_id(value: str) -> bool:
     return isinstance(value, str) and UUID_RE.fullmatch(value) is not None
 
 
+class StorageUnavailable(OSError):
+    """The storage backend could not be reached or refused the operation (not: the key is missing,
+    which is FileNotFoundError). The message names the backend and the operation."""
+
+
+def check_key(key: str) -> str:
+    """`key` when it is one `LocalDiskStorage.key_for` could have built, else ValueError: every
+    storage resolves only such keys, so a stored key can never name another file or object."""
+    directory, _, name = key.partition("/")
+    stem, dot, ext = name.partition(".")
+    if LocalDiskStorage.key_for(stem, dot + ext) != key:
+        raise ValueError(f"not a storage key: {key!r}")
+    return key
+
+
 def extension_for(mime: str | None) -> str:
     """File extension for a declared MIME type; ".bin" when unknown (the decoder sniffs the bytes)."""
     base = (mime or "").split(";")[0].strip().lower()
@@ -42,10 +58,13 @@ class MediaStorage(Protocol):
 
     def put(self, media_id: str, ext: str, data: bytes) -> str: ...
     def get(self, key: str) -> bytes: ...
-    def open(self, key: str) -> BinaryIO: ...
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        """The bytes from `offset` to the end as a stream; FileNotFoundError when the key is gone."""
     def delete(self, key: str) -> None: ...
     def local_path(self, key: str) -> Path | None: ...
     def writable(self) -> bool: ...
+    def presigned_url(self, key: str, *, mime: str, expires_in: int) -> str | None:
+        """A URL a client may GET directly for `expires_in` seconds; None when the storage has none."""
 
 
 class LocalDiskStorage:
@@ -65,11 +84,7 @@ class LocalDiskStorage:
         return f"{media_id[:2]}/{media_id}{ext}"
 
     def _path(self, key: str) -> Path:
-        directory, _, name = key.partition("/")
-        stem, dot, ext = name.partition(".")
-        if self.key_for(stem, dot + ext) != key:  # keys only ever come from key_for
-            raise ValueError(f"not a storage key: {key!r}")
-        return self.root / directory / name
+        return self.root / check_key(key)
 
     def put(self, media_id: str, ext: str, data: bytes) -> str:
         key = self.key_for(media_id, ext)
@@ -90,8 +105,10 @@ class LocalDiskStorage:
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def open(self, key: str) -> BinaryIO:
-        return self._path(key).open("rb")
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        stream = self._path(key).open("rb")
+        stream.seek(offset)
+        return stream
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -105,3 +122,6 @@ class LocalDiskStorage:
                 return True
         except OSError:
             return False
+
+    def presigned_url(self, key: str, *, mime: str, expires_in: int) -> str | None:
+        return None  # the API serves these files itself
