@@ -13,6 +13,7 @@ from ..models.adapters import use_adapters
 from ..models.adapters.registry import AdapterCache
 from ..models.checkpoint import default_root, ensure_checkpoint
 from ..models.device import resolve_device, resolve_dtype
+from ..models.speed import SpeedOptions, apply_speed, default_options
 from ..models.text_encoder import load_text_encoder
 from ..models.vae import load_vae
 from ..models.variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, get_variant
@@ -44,15 +45,18 @@ class CantataPipeline:
     @classmethod
     def from_pretrained(cls, root: str | Path | None = None, variant: str = "xl-sft", *,
                         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                        download: bool = True, planner: str | None = None) -> "CantataPipeline":
+                        download: bool = True, planner: str | None = None,
+                        speed: SpeedOptions | None = None) -> "CantataPipeline":
         """Load the official checkpoint layout under `root` (downloading what is missing), and
-        the 5 Hz LM planner `planner` ("0.6B", "1.7B", "4B"; None: none) from the same root."""
+        the 5 Hz LM planner `planner` ("0.6B", "1.7B", "4B"; None: none) from the same root.
+        `speed`: the DiT's speed switches (None: `default_options` of the device)."""
         v = get_variant(variant)
         root = ensure_checkpoint(Path(root) if root else default_root(), v, download=download)
         dev = resolve_device(device)
         dt = resolve_dtype(dev, dtype)
         log.info("loading %s from %s on %s (%s)", v.name, root, dev, dt)
         dit = AceStepDiT.from_dir(root / v.dirname, dev, dt)
+        apply_speed(dit.transformer, speed or default_options(dev))
         text_encoder, tokenizer = load_text_encoder(root / TEXT_ENCODER_DIR, dev, dt)
         vae = load_vae(root / VAE_DIR, dev, dt)
         lm = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.transformers.ace_step_transformer import AceStepMLP
 from torch import nn
 
 from .attention import hooked
@@ -41,6 +42,10 @@ def concat_linears(parts: list[nn.Linear]) -> nn.Linear:
     return fused
 
 
+# The fused modules' names (quantizing skips them; fusing again rebuilds them from the parts).
+FUSED_NAMES = ("to_qkv", "to_kv", "gate_up")
+
+
 class FusedSwiGLU(nn.Module):
     """diffusers' `AceStepMLP` (`down(silu(gate(x)) * up(x))`) with gate and up in one matmul."""
 
@@ -57,11 +62,27 @@ class FusedSwiGLU(nn.Module):
 
 
 def fuse_projections(transformer: nn.Module) -> None:
-    """Fuse every block's projections (idempotent: fused blocks are left as they are)."""
+    """Fuse every block's projections from their separate modules. Fusing again rebuilds the
+    fused weights from the parts (after the parts were quantized, say); the old ones are freed."""
     for layer in transformer.layers:
-        if isinstance(layer.mlp, FusedSwiGLU):
-            continue
         sa, ca = layer.self_attn, layer.cross_attn
         sa.to_qkv = concat_linears([sa.to_q, sa.to_k, sa.to_v])
         ca.to_kv = concat_linears([ca.to_k, ca.to_v])
-        layer.mlp = FusedSwiGLU(layer.mlp)
+        if isinstance(layer.mlp, FusedSwiGLU):
+            layer.mlp.gate_up = concat_linears([layer.mlp.gate_proj, layer.mlp.up_proj])
+        else:
+            layer.mlp = FusedSwiGLU(layer.mlp)
+
+
+def unfuse_projections(transformer: nn.Module) -> None:
+    """Back to the separate modules (their weights stay views of one storage each: same bytes)."""
+    for layer in transformer.layers:
+        for attn, name in ((layer.self_attn, "to_qkv"), (layer.cross_attn, "to_kv")):
+            if hasattr(attn, name):
+                delattr(attn, name)
+        if isinstance(layer.mlp, FusedSwiGLU):
+            fused = layer.mlp
+            with torch.device("meta"):
+                mlp = AceStepMLP(fused.gate_proj.in_features, fused.gate_proj.out_features)
+            mlp.gate_proj, mlp.up_proj, mlp.down_proj = fused.gate_proj, fused.up_proj, fused.down_proj
+            layer.mlp = mlp

@@ -45,16 +45,16 @@ class Int8Linear(nn.Linear):
         return out if self.bias is None else out + self.bias.to(x.dtype)
 
 
-def _block_linears(transformer: nn.Module):
+def _block_linears(transformer: nn.Module, skip: tuple[str, ...]):
     for layer in transformer.layers:
         for name, module in layer.named_modules():
-            if type(module) is nn.Linear:
+            if type(module) is nn.Linear and name.rpartition(".")[2] not in skip:
                 yield layer, name, module
 
 
-def quantize_int8(transformer: nn.Module) -> None:
-    """Replace every plain `nn.Linear` of the blocks by its `Int8Linear`."""
-    for layer, name, module in list(_block_linears(transformer)):
+def quantize_int8(transformer: nn.Module, skip: tuple[str, ...] = ()) -> None:
+    """Replace every plain `nn.Linear` of the blocks (but those named in `skip`) by its `Int8Linear`."""
+    for layer, name, module in list(_block_linears(transformer, skip)):
         parent_name, _, child = name.rpartition(".")
         parent = layer.get_submodule(parent_name) if parent_name else layer
         setattr(parent, child, Int8Linear.quantize(module))
