@@ -411,6 +411,27 @@ def test_concurrent_outbox_claimers_never_get_the_same_row(backend):
         opened.close()
 
 
+def test_postgres_outbox_claims_skip_rows_another_node_holds(postgres_backend):
+    import psycopg
+
+    store = postgres_backend.open()
+    ids = [_finished_with(store, ("webhook", None), now=1.0)[1][0] for _ in range(4)]
+    with psycopg.connect(postgres_backend.url) as other:  # another node, mid-claim
+        other.execute("SELECT id FROM outbox WHERE id = ANY(%s) FOR UPDATE", (ids[:2],))
+        got: list = []
+        claimer = threading.Thread(target=lambda: got.extend(store.claim_deliveries(now=5.0, hold_seconds=30.0)))
+        claimer.start()
+        claimer.join(60)
+        blocked = claimer.is_alive()
+        other.rollback()
+    claimer.join()
+    assert not blocked, "claim_deliveries waited for a row another transaction held"
+    assert _claimed(got) == [(ids[2], 35.0, 0, "pending"), (ids[3], 35.0, 0, "pending")]
+    assert _claimed(store.claim_deliveries(now=5.0, hold_seconds=30.0)) == [(ids[0], 35.0, 0, "pending"),
+                                                                           (ids[1], 35.0, 0, "pending")]
+    store.close()
+
+
 # -- media and expiry ----------------------------------------------------------------------------------
 
 def test_media_rows(store):
