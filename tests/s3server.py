@@ -14,6 +14,7 @@ name of a new, empty bucket) and `s3_server` (endpoint and credentials).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -146,11 +147,12 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest.fixture
 def s3_bucket(s3_server: S3Server) -> Iterator[str]:
-    """A new, empty bucket for one test, deleted with its objects after it."""
+    """A new, empty bucket for one test, deleted with its objects after it (unless the test did)."""
     name = f"cantata-{uuid.uuid4().hex[:16]}"
     client = s3_server.client()
     client.create_bucket(Bucket=name)
     try:
         yield name
     finally:
-        client.delete_bucket(Bucket=name)  # SeaweedFS deletes a non-empty bucket with its objects
+        with contextlib.suppress(client.exceptions.NoSuchBucket):
+            client.delete_bucket(Bucket=name)  # SeaweedFS deletes a non-empty bucket with its objects

@@ -205,7 +205,8 @@ def only_error(response, status: int, code: str) -> None:
     assert [e["code"] for e in response.json()["errors"]] == [code]
 
 
-def test_results_and_uploads_are_s3_objects_streamed_by_the_media_route(s3_server, s3_bucket, tmp_path, root):
+def test_results_and_uploads_are_s3_objects_streamed_by_the_media_route(s3_server, s3_bucket, tmp_path, root,
+                                                                         caplog):
     with s3_app(tmp_path, root, storage_for(s3_server, s3_bucket)) as client:
         t = task(ttl=60, outputFormat="WAV")
         item = post(client, [t]).json()["data"][0]
@@ -256,6 +257,16 @@ def test_results_and_uploads_are_s3_objects_streamed_by_the_media_route(s3_serve
         # An object gone from the bucket behind the server's back answers mediaNotFound too.
         s3_server.client().delete_object(Bucket=s3_bucket, Key=f"{PREFIX}/{up_key}")
         only_error(client.get(path_of(up["mediaURL"])), 404, "mediaNotFound")
+
+        # A storage that fails (here: its bucket is gone) is a 503 and not ready; the cause is logged.
+        again = post(client, [{"taskType": "mediaStorage", "taskUUID": new_uuid(), "operation": "upload",
+                               "media": data_uri}]).json()["data"][0]
+        s3_server.client().delete_bucket(Bucket=s3_bucket)
+        gone = client.get(path_of(again["mediaURL"]))
+        only_error(gone, 503, "serviceUnavailable")
+        assert s3_bucket not in gone.text and s3_server.endpoint_url not in gone.text
+        assert any("media.storage_unavailable" in r.message and "NoSuchBucket" in r.message for r in caplog.records)
+        assert client.get("/ready").status_code == 503
 
 
 def test_presign_mode_redirects_to_a_short_lived_s3_url(s3_server, s3_bucket, tmp_path, root):

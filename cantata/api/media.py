@@ -13,11 +13,13 @@ on the engine's media storage, asked only through the engine:
 * when the storage was configured to hand out presigned links, a 307 redirect to one, valid
   for at most `LINK_SECONDS` and never past the media's own expiry.
 
-A storage that cannot be reached answers 503 `serviceUnavailable` (the message says which).
+A storage that cannot be reached answers 503 `serviceUnavailable`; what failed is logged (the
+endpoint and bucket are the operator's business, not an anonymous client's).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -28,8 +30,11 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 
 from ..jobs.media import StorageUnavailable, is_media_id
 from ..jobs.store import MediaRecord
+from ..logfmt import kv
 from .http import envelope
 from .services import Services
+
+log = logging.getLogger("cantata.media")
 
 #: How long a presigned link lives at most, and how long a client may cache a served file.
 LINK_SECONDS = 3600
@@ -73,8 +78,10 @@ async def _stream(request: Request, s: Services, record: MediaRecord, name: str)
         stream = await run_in_threadpool(s.engine.open_media, record, start)
     except FileNotFoundError:
         return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name}.")])
-    except StorageUnavailable as exc:
-        return envelope([], [s.dispatcher.error("serviceUnavailable", f"Media storage unavailable: {exc}")])
+    except StorageUnavailable as exc:  # the details (endpoint, bucket) go to the log, not to anonymous clients
+        log.warning(kv("media.storage_unavailable", media=name, error=str(exc)))
+        return envelope([], [s.dispatcher.error("serviceUnavailable", "The media storage cannot be reached; "
+                                                "retry shortly.")])
     length = end - start + 1
     headers = {**_CACHE, "Accept-Ranges": "bytes", "Content-Length": str(length)}
     if span is not None:
