@@ -10,7 +10,8 @@ import socket
 
 from .claims import StoreQueue
 from .events import EventBus, InProcessBus, PostgresBus
-from .media import LocalDiskStorage, MediaStorage
+from .media import MediaStorage
+from .s3_media import open_media_storage
 from .scheduler import Scheduler
 from .store import Store
 from .store_contract import JobStore
@@ -26,12 +27,8 @@ def open_store(config) -> JobStore:
 
 
 def open_media(config) -> MediaStorage:
-    """S3 for an `s3://bucket/prefix` media setting, else a folder (the data directory's by default)."""
-    if config.media and config.media.startswith("s3://"):
-        from .s3_media import open_media_storage  # boto3 is only needed by who uses it
-
-        return open_media_storage(config.media, local_root=config.media_dir, presign=config.media_presign)
-    return LocalDiskStorage(config.media or config.media_dir)
+    """A folder (the data directory's by default) or `s3://bucket/prefix` (`s3_media`)."""
+    return open_media_storage(config.media, local_root=config.media_dir, presign=config.media_presign)
 
 
 def event_bus(config) -> EventBus:
