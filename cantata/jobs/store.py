@@ -7,8 +7,8 @@ webhook or upload still owed to a client. It implements the whole store contract
 SQLite in WAL mode lets readers run while one writer commits. Each thread gets its own
 connection; every write is one `BEGIN IMMEDIATE` transaction, which takes the database's write
 lock up front (a transaction that started as a reader and upgraded could fail with SQLITE_BUSY
-instead of waiting). Threads of one process also queue on a process-wide lock; other processes
-wait on SQLite's busy timeout (`BUSY_TIMEOUT_SECONDS`), so writers wait their turn instead of
+instead of waiting). Threads sharing one `Store` also queue on its lock; other connections
+(other processes) wait on SQLite's busy timeout (`BUSY_TIMEOUT_SECONDS`), so writers wait their turn instead of
 failing. A transition that must be atomic (results + outbox rows + task status) is one transaction.
 
 Claims, sweeps and outbox claims are one immediate transaction each, so they are serialized
