@@ -8,8 +8,8 @@ SQLite in WAL mode lets readers run while one writer commits. Each thread gets i
 connection; every write is one `BEGIN IMMEDIATE` transaction, which takes the database's write
 lock up front (a transaction that started as a reader and upgraded could fail with SQLITE_BUSY
 instead of waiting). Threads sharing one `Store` also queue on its lock; other connections
-(other processes) wait on SQLite's busy timeout (`BUSY_TIMEOUT_SECONDS`), so writers wait their turn instead of
-failing. A transition that must be atomic (results + outbox rows + task status) is one transaction.
+(other processes) wait on SQLite's busy timeout (`BUSY_TIMEOUT_SECONDS`), so writers wait their
+turn instead of failing. A transition that must be atomic (results + outbox rows + task status) is one transaction.
 
 Claims, sweeps and outbox claims are one immediate transaction each, so they are serialized
 across every process on the file: two claimers never take the same row, the fairness cursor
