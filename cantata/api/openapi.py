@@ -312,6 +312,12 @@ def _reply_schemas(codes: dict[str, str]) -> dict[str, dict[str, Any]]:
                 "pong": {"type": "boolean"}, "text": string, "operation": string, "mediaUUID": string, "mediaURL": string,
                 "request": {"type": "array", "items": {"type": "object"}}, "response": {"type": "object"},
                 "attempts": {"type": "integer"},
+                "queuePosition": {"type": "integer", "minimum": 0, "description": "Cantata extension, on a "
+                                  "processing item while the task is queued: how many tasks of its model are "
+                                  "ahead of it (0: next in line). A position, not a promise: API keys take turns."},
+                "eta": {"type": "number", "minimum": 0, "description": "Cantata extension, on a processing item: "
+                        "estimated seconds until the task is done (queued: from its position and the model's "
+                        "recent task times; running: from its progress). Absent when there is nothing to go on."},
                 "plannedMetadata": {
                     "type": "object", "description": "Cantata extension: what the 5 Hz LM planner decided "
                     "(the user's values where given); audioCodes is the number of codes written per result.",

@@ -9,7 +9,9 @@
   `status == "success"`, the Python SDK looks for an `...URL`/`...Base64Data`/`...DataURI` key,
   the old SDK for `audioUUID`.
 * While running (or queued, or uploading): one item `status:"processing"` with `progress` 0-100,
-  and no `audioUUID` (the old SDK would count it as a result).
+  and no `audioUUID` (the old SDK would count it as a result). Cantata extensions on it:
+  `queuePosition` while queued (0: next in line) and `eta` (seconds to done) when there is
+  something to go on; both left out otherwise (`queue_extension`).
 * Failures go to `errors` with `status:"error"` and the task's taskType/taskUUID.
 * getResponse is cumulative and stable: results in index order, every time.
 
@@ -63,6 +65,13 @@ def settled(view: TaskView) -> bool:
     return view.finished and not any(d.kind == "upload" and d.status == "pending" for d in view.deliveries)
 
 
+def queue_extension(view: TaskView) -> dict[str, Any]:
+    """`queuePosition` and `eta` of a processing item, from the engine's estimate; a value the
+    engine has nothing for is left out rather than sent as null, so clients need no null checks."""
+    fields = {"queuePosition": view.queue_position, "eta": view.eta_seconds}
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 class Renderer:
     def __init__(self, *, base_url: str, result_bytes: Callable[[ResultRecord], bytes], costs: CostModel) -> None:
         self.base_url = base_url.rstrip("/")
@@ -75,7 +84,7 @@ class Renderer:
             return [], [self.task_error(view)]
         if view.status != SUCCESS or not settled(view):
             progress = 99 if view.status == SUCCESS else view.progress  # uploading
-            return [{**ack(view.uuid), "status": "processing", "progress": progress}], []
+            return [{**ack(view.uuid), "status": "processing", "progress": progress, **queue_extension(view)}], []
         data = [self.result_item(view, r) for r in view.results]
         errors = [self.upload_error(view, d.result_idx, d.last_error) for d in view.deliveries
                   if d.kind == "upload" and d.status == "failed"]
