@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from uuid import uuid4
 
 import pytest
 import torch
@@ -145,3 +146,39 @@ def test_a_worker_frozen_past_its_lease_cannot_overwrite_the_retry(cluster, tmp_
     assert abs(samples.float().mean().item() / 32767 - 0.5) < 0.01  # the retry's audio, not the stale 0.25
     files = sorted(p.name for p in (tmp_path / "media").rglob("*.wav"))
     assert files == sorted(f"{r.audio_uuid}.wav" for r in after.results)  # the stale run's file was removed
+
+
+def test_a_websocket_session_resumes_on_another_api_node_with_its_owed_result(tmp_path, tiny_root):
+    """The socket's node goes away while the client waits for a sync result; the client
+    authenticates on another node with its connectionSessionUUID and gets the result there."""
+    from cantata.api.app import create_app
+    from starlette.testclient import TestClient
+
+    from serverkit import config
+
+    shared = config(tmp_path, tiny_root, role="api")
+    worker = Engine.from_config(shared.replace(role="worker"))
+    with TestClient(create_app(shared)) as node_a, TestClient(create_app(shared)) as node_b:
+        with node_a.websocket_connect("/v1") as ws:
+            ws.send_json([{"taskType": "authentication", "apiKey": "any"}])
+            session = ws.receive_json()["data"][0]["connectionSessionUUID"]
+            sent = task(positivePrompt="resumed elsewhere", duration=30, steps=2, outputFormat="WAV", seed=3)
+            ws.send_json([sent])  # sync: the client waits for the result frame ...
+        worker.start()  # ... which comes after node A's socket is gone
+        try:
+            wait_for(lambda: node_b.post("/v1", json=[{"taskType": "getResponse", "taskUUID": sent["taskUUID"]}])
+                     .json()["data"][0]["status"] == "success", 120, "the worker to finish")
+            with node_b.websocket_connect("/v1") as ws:
+                ws.send_json([{"taskType": "authentication", "apiKey": "any", "connectionSessionUUID": session}])
+                assert ws.receive_json()["data"][0]["connectionSessionUUID"] == session
+                frame = ws.receive_json()
+            with node_b.websocket_connect("/v1") as ws:  # an unknown session is adopted with nothing owed
+                ws.send_json([{"taskType": "authentication", "apiKey": "any", "connectionSessionUUID": str(uuid4())}])
+                ws.receive_json()
+                ws.send_json([{"taskType": "ping"}])
+                assert ws.receive_json() == {"data": [{"taskType": "ping", "pong": True}]}  # nothing owed
+        finally:
+            worker.stop(grace=5)
+            worker.store.close()
+    item = frame["data"][0]
+    assert (item["taskUUID"], item["status"], item["seed"]) == (sent["taskUUID"], "success", 3)

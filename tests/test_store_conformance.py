@@ -232,6 +232,19 @@ def test_only_one_of_many_racing_starts_wins(store):
     assert sorted(wins) == [False] * 5 + [True] and store.get_task(uuid).attempts == 1
 
 
+def test_a_websocket_sessions_tasks_are_listed_for_its_key_only(store):
+    sent = [new_uuid(), new_uuid()]
+    for uuid in sent:
+        store.insert_task(uuid=uuid, key_id="alice", model="xl-sft", task_json="{}", request_json="{}", inputs={},
+                          now=1.0, ws_session="session-1")
+    store.insert_task(uuid=new_uuid(), key_id="alice", model="xl-sft", task_json="{}", request_json="{}", inputs={},
+                      now=1.0, ws_session="session-2")
+    add(store)  # sent over HTTP: no session
+    assert [r.uuid for r in store.tasks_of_ws_session("alice", "session-1")] == sent
+    assert store.tasks_of_ws_session("bob", "session-1") == []  # another key resuming it sees nothing
+    assert store.tasks_of_ws_session("alice", "session-9") == []
+
+
 def test_store_is_safe_across_threads(store):
     uuids = [new_uuid() for _ in range(40)]
 

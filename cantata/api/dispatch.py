@@ -49,6 +49,7 @@ class Caller:
     key_id: str
     transport: str  # http | ws
     dry_run: bool = False
+    ws_session: str | None = None  # the WebSocket session the task came over (resumable on any node)
 
 
 @dataclass
@@ -129,7 +130,9 @@ class Dispatcher:
                 raise self._conflict(validated.task_uuid)
             return Reply(data=[{**ack(validated.task_uuid), "cost": self.costs.estimate(validated), "dryRun": True}])
         try:
-            stored = await asyncio.to_thread(self.engine.submit, validated, key_id=caller.key_id, request=task)
+            followed = not (validated.delivery_method == "async" or validated.webhook_url)
+            stored = await asyncio.to_thread(self.engine.submit, validated, key_id=caller.key_id, request=task,
+                                             ws_session=caller.ws_session if followed else None)
         except DuplicateTask:
             raise self._conflict(validated.task_uuid) from None
         except QueueFull as exc:
@@ -138,7 +141,7 @@ class Dispatcher:
             raise self.error("serviceUnavailable", "The server is shutting down; retry shortly.") from None
         except NotServed:
             raise self._not_served(validated.variant.air) from None
-        if stored.delivery_method == "async" or stored.webhook_url:
+        if not followed:
             return Reply(data=[ack(stored.task_uuid)])
         return Reply(follow=stored.task_uuid)
 

@@ -2,7 +2,11 @@
 
 A session is opened by an `authentication` task and named by its `connectionSessionUUID`. Results
 of its sync tasks that finish while no socket is attached wait in its buffer for `window` seconds;
-a client that authenticates again with the same UUID and key gets them replayed. The socket itself
+a client that authenticates again with the same UUID and key gets them replayed. A client that
+resumes on another node (its node died, or a load balancer moved it) gets the session adopted
+there: the store lists the sync tasks sent over it (`Engine.ws_session_tasks`), and each result
+is sent again once settled -- at least once, as a frame may have reached the client just before
+its old node went away. The socket itself
 (`cantata.api.ws.Connection`) is a `Peer` here: something that can be sent a text frame.
 """
 
@@ -25,8 +29,8 @@ class Peer(Protocol):
 class Session:
     """One authenticated client, across the sockets it reconnects with."""
 
-    def __init__(self, key_id: str) -> None:
-        self.uuid = str(uuidlib.uuid4())
+    def __init__(self, key_id: str, session_uuid: str | None = None) -> None:
+        self.uuid = session_uuid or str(uuidlib.uuid4())
         self.key_id = key_id
         self.connection: Peer | None = None
         self.buffer: deque[tuple[float, str]] = deque()  # (time queued, frame) not yet delivered
@@ -41,13 +45,19 @@ class Sessions:
         self.window = window
         self._sessions: dict[str, Session] = {}
 
-    def open(self, key_id: str, resume: Any) -> Session:
+    def open(self, key_id: str, resume: Any) -> tuple[Session, bool]:
+        """The session to attach, and whether it was adopted: a resume of a session this node
+        does not hold (it lived on another node, or before a restart) keeps its UUID, and the
+        caller replays what the store says it is owed. A resume of another key's session here
+        gets a new session."""
         self.expire()
         session = self._sessions.get(resume) if isinstance(resume, str) else None
-        if session is None or session.key_id != key_id:
-            session = Session(key_id)
-            self._sessions[session.uuid] = session
-        return session
+        if session is not None and session.key_id == key_id:
+            return session, False
+        adopted = session is None and _is_uuid(resume)
+        session = Session(key_id, resume if adopted else None)
+        self._sessions[session.uuid] = session
+        return session, adopted
 
     def expire(self) -> None:
         now = time.monotonic()
@@ -85,3 +95,10 @@ class Sessions:
             for task in session.follows.values():
                 task.cancel()
         self._sessions.clear()
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and str(uuidlib.UUID(value)) == value.lower()
+    except ValueError:
+        return False

@@ -10,7 +10,7 @@
   those with a webhookURL) get the ACK at once and are followed with getResponse.
 * A session outlives its socket: results of sync tasks that finish while the client is away
   wait in the session's buffer for `ws_resume_window` seconds; authenticating again with the same
-  `connectionSessionUUID` (and key) replays them.
+  `connectionSessionUUID` (and key) replays them, on any node (`sessions`).
 * `ping` -> `{"data":[{"taskType":"ping","pong":true}]}`; a socket with no traffic either way
   for `ws_idle_timeout` seconds is closed, unless a sync task of its session is still running
   (the client is waiting for that result, which restarts the clock when it is sent).
@@ -150,14 +150,26 @@ class Connection:
     async def _open_session(self, key_id: str, resume: Any, task_uuid: Any) -> None:
         if self.session is not None:
             self.s.sessions.detach(self.session, self)
-        session = self.s.sessions.open(key_id, resume)
+        session, adopted = self.s.sessions.open(key_id, resume)
         self.session = session
         item = {"taskType": "authentication", "connectionSessionUUID": session.uuid}
         if isinstance(task_uuid, str):
             item["taskUUID"] = task_uuid
         await self.send({"data": [item]})
         await self.s.sessions.attach(session, self)
-        log.info(kv("ws.session", session=session.uuid, key=key_id, resumed=session.uuid == resume or None))
+        if adopted:
+            await self._replay_from_store(session)
+        log.info(kv("ws.session", session=session.uuid, key=key_id, resumed=session.uuid == resume or None,
+                    adopted=adopted or None))
+
+    async def _replay_from_store(self, session: Session) -> None:
+        """A session resumed from another node: follow every sync task sent over it that is still
+        running or finished within the resume window (each result frame is sent once settled)."""
+        since = time.time() - self.s.config.ws_resume_window
+        owed = await asyncio.to_thread(self.s.engine.ws_session_tasks, session.key_id, session.uuid,
+                                       finished_since=since)
+        for task_uuid in owed:
+            self._start_follow(session, task_uuid)
 
     async def _refuse(self, err: RunwareError) -> None:
         self.s.metrics.count_error(err.code)
@@ -172,15 +184,21 @@ class Connection:
 
     async def _dispatch(self, task: Any) -> None:
         session = self.session
-        reply = await self.s.dispatcher.handle(task, Caller(key_id=session.key_id, transport="ws"))
+        reply = await self.s.dispatcher.handle(task, Caller(key_id=session.key_id, transport="ws",
+                                                            ws_session=session.uuid))
         if reply.data:
             await self.send({"data": reply.data})
         if reply.errors:
             await self.send({"errors": [e.to_dict() for e in reply.errors]})
         if reply.follow:
-            follow = asyncio.create_task(self._follow(session, reply.follow))
-            session.follows[reply.follow] = follow
-            follow.add_done_callback(lambda _, u=reply.follow: session.follows.pop(u, None))
+            self._start_follow(session, reply.follow)
+
+    def _start_follow(self, session: Session, task_uuid: str) -> None:
+        if task_uuid in session.follows:
+            return
+        follow = asyncio.create_task(self._follow(session, task_uuid))
+        session.follows[task_uuid] = follow
+        follow.add_done_callback(lambda _, u=task_uuid: session.follows.pop(u, None))
 
     async def _follow(self, session: Session, task_uuid: str) -> None:
         """Push a sync task's result frames to its session when it settles (no interim frames)."""

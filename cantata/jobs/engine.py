@@ -284,9 +284,12 @@ class Engine:
 
     # -- API side ------------------------------------------------------------------------------
 
-    def submit(self, task: AudioInferenceTask, *, key_id: str, request: dict[str, Any]) -> AudioInferenceTask:
+    def submit(self, task: AudioInferenceTask, *, key_id: str, request: dict[str, Any],
+               ws_session: str | None = None) -> AudioInferenceTask:
         """Accept a validated task: settle its inputs, fix its seed, store and queue it. Returns the
-        task as stored. Raises ShuttingDown, NotServed, DuplicateTask, QueueFull or InputError."""
+        task as stored. `ws_session`: the WebSocket session waiting for its result, recorded so any
+        node can resume that session. Raises ShuttingDown, NotServed, DuplicateTask, QueueFull or
+        InputError."""
         if not self.accepting:
             raise ShuttingDown("the server is shutting down")
         if task.variant.name not in self.models:
@@ -302,7 +305,7 @@ class Engine:
                                    inputs=dataclasses.replace(task.inputs, audio=audio or None, reference_audios=refs))
         seq = self.store.insert_task(uuid=task.task_uuid, key_id=key_id, model=task.variant.name,
                                      task_json=task.to_json(), request_json=json.dumps(_slim(request, task)),
-                                     inputs={}, now=self.clock())
+                                     inputs={}, now=self.clock(), ws_session=ws_session)
         pending = [u for u in _input_refs(task) if is_url(u)]
         self._queue(task, key_id, seq, ready=not pending, force=True)
         if pending:
@@ -353,6 +356,12 @@ class Engine:
             if queued:  # no worker holds it, so none will report back
                 self._forget(task_uuid)
         return self.view(task_uuid, key_id)
+
+    def ws_session_tasks(self, key_id: str, ws_session: str, *, finished_since: float) -> list[str]:
+        """The tasks a resumed WebSocket session may still be owed: those sent over it that are
+        unfinished or finished since `finished_since`."""
+        return [r.uuid for r in self.store.tasks_of_ws_session(key_id, ws_session)
+                if r.finished_at is None or r.finished_at >= finished_since]
 
     def history(self, key_id: str, *, before_seq: int | None, limit: int) -> list[tuple[int, TaskView]]:
         """One page of a key's tasks, newest first, each with its `seq` (the next page is the one

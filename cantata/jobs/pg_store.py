@@ -138,6 +138,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX outbox_by_task ON outbox (task_uuid, id);
     """,
+    # 4 -> 5: the WebSocket session a sync task was sent over, so any node can resume the session.
+    """
+    ALTER TABLE tasks ADD COLUMN ws_session TEXT;
+    CREATE INDEX tasks_by_ws_session ON tasks (ws_session) WHERE ws_session IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -205,13 +210,13 @@ class PostgresStore:
     # -- tasks ---------------------------------------------------------------------------------
 
     def insert_task(self, *, uuid: str, key_id: str, model: str, task_json: str, request_json: str,
-                    inputs: dict[str, str], now: float) -> int:
+                    inputs: dict[str, str], now: float, ws_session: str | None = None) -> int:
         try:
             with self._tx() as conn:
                 return conn.execute(
-                    "INSERT INTO tasks (uuid, key_id, model, status, task_json, request_json, inputs, created_at)"
-                    " VALUES (%s, %s, %s, 'queued', %s, %s, %s, %s) RETURNING seq",
-                    (uuid, key_id, model, task_json, request_json, Jsonb(inputs), now)).fetchone()["seq"]
+                    "INSERT INTO tasks (uuid, key_id, model, status, task_json, request_json, inputs, created_at,"
+                    " ws_session) VALUES (%s, %s, %s, 'queued', %s, %s, %s, %s, %s) RETURNING seq",
+                    (uuid, key_id, model, task_json, request_json, Jsonb(inputs), now, ws_session)).fetchone()["seq"]
         except psycopg.errors.UniqueViolation:
             raise DuplicateTask(uuid) from None
 
@@ -231,6 +236,12 @@ class PostgresStore:
             rows = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE key_id=%s AND seq<%s ORDER BY seq DESC "
                                 "LIMIT %s", (key_id, before_seq if before_seq is not None else 2**63 - 1,
                                              limit)).fetchall()
+        return [TaskRecord(**r) for r in rows]
+
+    def tasks_of_ws_session(self, key_id: str, ws_session: str) -> list[TaskRecord]:
+        with self._tx() as conn:
+            rows = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE ws_session=%s AND key_id=%s ORDER BY seq",
+                                (ws_session, key_id)).fetchall()
         return [TaskRecord(**r) for r in rows]
 
     def delete_task(self, uuid: str) -> bool:

@@ -36,7 +36,7 @@ from typing import Any
 
 from .task import AudioInferenceTask
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: How long a connection waits for another process's write transaction before giving up with
 #: SQLITE_BUSY (`sqlite3.connect(timeout=)` is SQLite's busy_timeout). Transactions here last
 #: milliseconds, so only a wedged process makes anyone wait this long.
@@ -119,6 +119,10 @@ UPGRADES: dict[int, str] = {
     CREATE TABLE claim_cursor (model TEXT PRIMARY KEY, last_key TEXT NOT NULL);  -- key heading the last batch
     CREATE TABLE lease_counter (last_token INTEGER NOT NULL);                      -- one row, only grows
     INSERT INTO lease_counter VALUES (0)
+    """,
+    3: """
+    ALTER TABLE tasks ADD COLUMN ws_session TEXT;         -- WebSocket session of a sync task sent over one
+    CREATE INDEX tasks_by_ws_session ON tasks (ws_session) WHERE ws_session IS NOT NULL
     """,
 }
 
@@ -342,14 +346,14 @@ class Store:
     # -- tasks ---------------------------------------------------------------------------------
 
     def insert_task(self, *, uuid: str, key_id: str, model: str, task_json: str, request_json: str,
-                    inputs: dict[str, str], now: float) -> int:
+                    inputs: dict[str, str], now: float, ws_session: str | None = None) -> int:
         """Insert a queued task; returns its submission sequence number."""
         try:
             with self._write() as conn:
                 return conn.execute(
-                    "INSERT INTO tasks (uuid, key_id, model, status, task_json, request_json, inputs_json, created_at)"
-                    " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
-                    (uuid, key_id, model, task_json, request_json, json.dumps(inputs), now)).lastrowid
+                    "INSERT INTO tasks (uuid, key_id, model, status, task_json, request_json, inputs_json, created_at,"
+                    " ws_session) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    (uuid, key_id, model, task_json, request_json, json.dumps(inputs), now, ws_session)).lastrowid
         except sqlite3.IntegrityError:
             raise DuplicateTask(uuid) from None
 
@@ -364,6 +368,10 @@ class Store:
     def tasks_of_key(self, key_id: str, *, before_seq: int | None, limit: int) -> list[TaskRecord]:
         rows = self._read("SELECT * FROM tasks WHERE key_id=? AND seq<? ORDER BY seq DESC LIMIT ?",
                           (key_id, before_seq if before_seq is not None else 2**63 - 1, limit))
+        return [_task(r) for r in rows]
+
+    def tasks_of_ws_session(self, key_id: str, ws_session: str) -> list[TaskRecord]:
+        rows = self._read("SELECT * FROM tasks WHERE ws_session=? AND key_id=? ORDER BY seq", (ws_session, key_id))
         return [_task(r) for r in rows]
 
     def delete_task(self, uuid: str) -> bool:

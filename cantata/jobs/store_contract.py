@@ -64,7 +64,7 @@ class JobStore(Protocol):
     # -- tasks -------------------------------------------------------------------------------------
 
     def insert_task(self, *, uuid: str, key_id: str, model: str, task_json: str, request_json: str,
-                    inputs: dict[str, str], now: float) -> int:
+                    inputs: dict[str, str], now: float, ws_session: str | None = None) -> int:
         """Insert a `queued` task with 0 attempts; returns its `seq`. Raises `DuplicateTask` if the
         uuid exists (in any status), writing nothing."""
 
@@ -76,6 +76,11 @@ class JobStore(Protocol):
     def tasks_of_key(self, key_id: str, *, before_seq: int | None, limit: int) -> list[TaskRecord]:
         """One key's tasks, newest first (descending `seq`), only those with `seq < before_seq`
         when given: one page of its history, the next page starting below the last `seq` seen."""
+
+    def tasks_of_ws_session(self, key_id: str, ws_session: str) -> list[TaskRecord]:
+        """The tasks inserted with this `ws_session` (the WebSocket session a sync task was sent
+        over) and owned by `key_id`, in `seq` order: what any node replays when a client resumes
+        that session."""
 
     def delete_task(self, uuid: str) -> bool:
         """Forget a task with its results and outbox rows (cascade); the result files' media rows
