@@ -145,15 +145,9 @@ def _add_checkpoint(sub) -> None:
     tiny.set_defaults(func=cmd_make_tiny)
 
 
-def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="serve Runware's audioInference API over HTTP and WebSocket",
-                       description="Serve ACE-Step 1.5 behind Runware's audioInference protocol (POST /v1, "
-                                   "WebSocket /v1). Every option can also come from --config FILE or a "
-                                   "CANTATA_* environment variable (see cantata/config.py); flags win.")
+def _add_role_flags(p) -> None:
+    """The flags every serving role shares (`serve`, `worker`; read by `_role_config`)."""
     p.add_argument("--config", type=Path, help="TOML configuration file")
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, help="TCP port (default 8080)")
-    p.add_argument("--public-url", help="base URL clients reach the server at (for audioURL links)")
     p.add_argument("--data-dir", type=Path, help="database and media directory (default ~/.local/share/cantata)")
     p.add_argument("--checkpoints", type=Path, help="checkpoint root (default $CANTATA_CHECKPOINTS or ~/.cache)")
     p.add_argument("--model", action="append", help=f"variant to serve; repeat for several (default xl-sft; "
@@ -165,12 +159,27 @@ def _add_serve(sub) -> None:
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
     p.add_argument("--planner", help="the 5 Hz LM planner: auto (default: one already under the checkpoints root, "
                    "1.7B first; --demo ships a tiny one), none, 0.6B, 1.7B or 4B (downloaded when missing)")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="let webhooks, uploads and input URLs reach loopback/private addresses")
+    p.add_argument("--store", help="job store: a SQLite file (default <data-dir>/cantata.db) or postgresql://… "
+                   "shared by every API and worker process")
+    p.add_argument("--media", help="media storage: a folder (default <data-dir>/media) or s3://bucket/prefix "
+                   "(endpoint, region and credentials from the AWS_* variables)")
+    p.add_argument("--media-presign", action="store_true", help="S3: answer result URLs with presigned redirects")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve Runware's audioInference API over HTTP and WebSocket",
+                       description="Serve ACE-Step 1.5 behind Runware's audioInference protocol (POST /v1, "
+                                   "WebSocket /v1). Every option can also come from --config FILE or a "
+                                   "CANTATA_* environment variable (see cantata/config.py); flags win.")
+    _add_role_flags(p)
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, help="TCP port (default 8080)")
+    p.add_argument("--public-url", help="base URL clients reach the server at (for audioURL links)")
     p.add_argument("--no-auth", action="store_true", help="accept requests without an API key (local use only)")
     p.add_argument("--api-keys-file", type=Path, help="hashed API keys (default <data-dir>/api-keys)")
     p.add_argument("--loras", type=Path, help="adapter registry folder (default <data-dir>/loras)")
-    p.add_argument("--allow-private-urls", action="store_true",
-                   help="let webhooks, uploads and input URLs reach loopback/private addresses")
-    _add_backend_flags(p)
     p.add_argument("--no-worker", action="store_true",
                    help="API only (stateless): tasks go to the shared --store for `cantata worker` processes")
     p.add_argument("--devices", type=_devices, help="one worker process per device, e.g. cuda:0,cuda:1 (this "
@@ -185,31 +194,13 @@ def _devices(text: str) -> tuple[str, ...]:
     return devices
 
 
-def _add_backend_flags(p) -> None:
-    p.add_argument("--store", help="job store: a SQLite file (default <data-dir>/cantata.db) or postgresql://… "
-                   "shared by every API and worker process")
-    p.add_argument("--media", help="media storage: a folder (default <data-dir>/media) or s3://bucket/prefix "
-                   "(endpoint, region and credentials from the AWS_* variables)")
-    p.add_argument("--media-presign", action="store_true", help="S3: answer result URLs with presigned redirects")
-
-
 def _add_worker(sub) -> None:
     p = sub.add_parser("worker", help="run model workers for a shared store (no HTTP): one process per device",
                        description="Claim tasks from the shared job store (--store) and run them on one device. "
                                    "Reads the same configuration as `cantata serve` (file, CANTATA_* variables, "
                                    "flags).")
-    p.add_argument("--config", type=Path, help="TOML configuration file")
-    p.add_argument("--data-dir", type=Path, help="data directory (default ~/.local/share/cantata)")
-    p.add_argument("--checkpoints", type=Path, help="checkpoint root (default $CANTATA_CHECKPOINTS or ~/.cache)")
-    p.add_argument("--model", action="append", help="variant to serve; repeat for several (default xl-sft)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--dtype", help="auto, fp32, bf16, fp16")
-    p.add_argument("--demo", action="store_true", help="tiny random checkpoints (made on first use)")
-    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
-    p.add_argument("--planner", help="the 5 Hz LM planner: auto, none, 0.6B, 1.7B or 4B")
+    _add_role_flags(p)
     p.add_argument("--max-batch-size", type=int, help="results one DiT batch may carry (default 4)")
-    p.add_argument("--allow-private-urls", action="store_true", help="let input URLs reach private addresses")
-    _add_backend_flags(p)
     p.set_defaults(func=cmd_worker, api_keys_file=None)
 
 
