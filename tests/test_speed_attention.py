@@ -98,16 +98,22 @@ def test_unpadded_kernel_masks_are_no_masks_or_booleans():
     assert int(flex.sliding.kv_num_blocks.sum() + flex.sliding.full_kv_num_blocks.sum()) == 7
 
 
-def test_defaults_keep_the_parity_forward_on_cpu(pipelines):
-    """The CPU defaults run the parity kit's DiT forward (tests/test_parity.py) within its tolerance."""
+@pytest.mark.parametrize("options", [SpeedOptions(attention="sdpa", fused_projections=True),
+                                     SpeedOptions(attention="flex", bucketing=True)], ids=["sdpa-fused", "flex-bucketed"])
+def test_kernel_paths_reproduce_the_parity_kit_forward(pipelines, options):
+    """The official DiT forward of the parity kit (tests/test_parity.py) through the kernels."""
     from parity import DIT_KIT as kit
 
-    pipe = pipelines("xl-sft")
+    model = pipelines("xl-sft").dit
     key = "xl-sft/dit"
     t = torch.from_numpy(kit.inputs[f"{key}/timestep"])
-    args = [torch.from_numpy(kit.inputs[f"{key}/{n}"]) for n in ("hidden_states", "encoder_hidden_states", "context_latents")]
-    with torch.no_grad():
-        dense = pipe.dit.transformer(args[0], t, t, args[1], args[2]).sample
-        fast = forward(pipe.dit, default_options("cpu"), args[0], t, args[1], args[2])
-    assert rel_l2(fast, dense) <= TOL
+    x, enc, ctx = (torch.from_numpy(kit.inputs[f"{key}/{n}"]) for n in ("hidden_states", "encoder_hidden_states", "context_latents"))
+    fast = forward(model, options, x, t, enc, ctx)
+    apply_speed(model.transformer, SpeedOptions())
     kit.assert_matches(f"{key}/velocity", fast)
+
+
+def test_cpu_defaults_are_the_parity_forward():
+    """On CPU no switch wins measurably (bench/RESULTS.md): the defaults are the dense path."""
+    assert default_options("cpu") == SpeedOptions()
+    assert default_options("cuda").attention == "sdpa"

@@ -120,13 +120,15 @@ class AceStepDiT:
     def null_condition_emb(self) -> torch.Tensor:
         return self.condition_encoder.null_condition_emb
 
+    # Read from the silence latent, which never moves: the memory tiers may park the DiT's
+    # blocks on the CPU (and INT8 makes its first weights integers).
     @property
     def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
+        return self.silence_latent.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.device
+        return self.silence_latent.device
 
     @classmethod
     def build_empty(cls, config: DitConfig) -> dict[str, nn.Module]:

@@ -14,6 +14,7 @@ from ..models.adapters.registry import AdapterCache
 from ..models.checkpoint import default_root, ensure_checkpoint
 from ..models.device import resolve_device, resolve_dtype
 from ..models.speed import SpeedOptions, apply_speed, default_options
+from ..models.speed.memory import Residency
 from ..models.text_encoder import load_text_encoder
 from ..models.vae import load_vae
 from ..models.variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, get_variant
@@ -41,6 +42,8 @@ class CantataPipeline:
         self.vae = vae
         self.conditioner = Conditioner(tokenizer, text_encoder, dit.condition_encoder)
         self.adapter_cache = AdapterCache(dit.transformer, ADAPTER_CACHE_BYTES)
+        self.residency = Residency(dit.device)  # what `speed.memory.apply_tier` keeps off the GPU
+        self.memory_tier = "high"
 
     @classmethod
     def from_pretrained(cls, root: str | Path | None = None, variant: str = "xl-sft", *,
@@ -114,8 +117,9 @@ class CantataPipeline:
             row += n
             # Anti-clip the decoded audio before the splice (as officially), so the source put
             # back outside the window stays exactly the source; then normalize unless spliced.
-            audio = finish_audio(decode_latents(self.vae, mine, cancelled=cancelled)[:, :, :prep.samples],
-                                 normalize_dbfs=None)
+            with self.residency.using(self.vae):
+                decoded = decode_latents(self.vae, mine, cancelled=cancelled)
+            audio = finish_audio(decoded[:, :, :prep.samples], normalize_dbfs=None)
             audio = splice_source(audio, prep.splice) if prep.splice is not None else finish_audio(audio)
             self._check(audio)
             results.append(GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=mine.cpu(),
@@ -148,7 +152,8 @@ class CantataPipeline:
 
     def prepare(self, request: GenerationRequest, cancelled: CancelCheck | None = None) -> Prepared:
         """Resolve a request into the sampler plan (public for tests and benchmarks)."""
-        return prepare(request, self.variant, self.dit, self.conditioner, self.vae, cancelled)
+        with self.residency.using(self.conditioner.text_encoder, self.vae):
+            return prepare(request, self.variant, self.dit, self.conditioner, self.vae, cancelled)
 
     @staticmethod
     def _check(audio: torch.Tensor) -> None:

@@ -49,16 +49,18 @@ class SpeedOptions:
 def default_options(device: torch.device | str) -> SpeedOptions:
     """The switches that are on by default: only those measured to win on that kind of device.
 
-    CPU (bench/RESULTS.md, "DiT speed switches", mid XL SFT): SDPA attention and fused
-    projections win; compile costs minutes of warm-up for no gain at this size, FlexAttention
-    runs unfused (no compiled CPU kernel in eager mode) and INT8 is a memory switch, not a speed one.
+    CPU: none. bench/RESULTS.md ("DiT speed switches"; mid XL SFT, 30 s, CFG batch, CPU seconds
+    per forward on one thread): SDPA 1.84 vs dense 1.95 is within the noise of the shared box,
+    fused projections (1.89) gain nothing, eager FlexAttention (2.20) loses (no fused CPU kernel
+    without compile), compile costs minutes of warm-up, INT8 is a memory switch. So the CPU keeps
+    the parity-tested dense forward.
 
-    CUDA: SDPA (flash kernels for the unpadded layers) and fused projections, which cannot lose
-    (same math, fewer launches / a bigger GEMM). FlexAttention, compile, CUDA graphs and
-    bucketing stay off until `bench/gpu.sh` has measured them on a lent GPU (none was lent while
-    they were written): turn them on with `SpeedOptions(...)` after reading its table.
+    CUDA: SDPA (flash kernels for the unpadded layers, no O(S²) additive mask) and fused
+    projections, which cannot lose (the same math in fewer launches and bigger GEMMs).
+    FlexAttention, compile, CUDA graphs and bucketing stay off until `bench/gpu.sh` has measured
+    them on a lent GPU (none was lent while they were written): turn them on here after reading
+    its table.
     """
-    device = torch.device(device)
-    if device.type == "cuda":
+    if torch.device(device).type == "cuda":
         return SpeedOptions(attention="sdpa", fused_projections=True)
-    return SpeedOptions(attention="sdpa", fused_projections=True)
+    return SpeedOptions()
