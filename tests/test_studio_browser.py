@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from cantata.api.auth import add_key
-from serverkit import ServerProcess, config, free_port, server_checkpoints, uvicorn_server
+from serverkit import XL_BASE, XL_SFT, ServerProcess, config, free_port, server_checkpoints, uvicorn_server
 from unavailable import unavailable
 
 pytestmark = pytest.mark.slow
@@ -46,13 +46,14 @@ def browser():
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return server_checkpoints(tmp_path_factory, ("xl-sft",))
+    return server_checkpoints(tmp_path_factory, ("xl-sft", "xl-base"))
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, root):
     """`cantata serve --demo` in its own process, so a test can stop it and start it again."""
-    server = ServerProcess(root, tmp_path_factory.mktemp("studio") / "data", free_port(), "--demo").start()
+    server = ServerProcess(root, tmp_path_factory.mktemp("studio") / "data", free_port(), "--demo",
+                           "--model", "xl-sft", "--model", "xl-base").start()
     yield server
     server.stop()
 
@@ -235,6 +236,22 @@ def test_each_audio_to_audio_mode_makes_its_request(page, source_file):
     page.fill("#strength", "0.4")
     page.fill("#coverConditioningScale", "0.5")
     assert settings() == {"coverConditioningScale": 0.5} and json_task(page)["strength"] == 0.4
+
+    page.select_option("#model", XL_BASE)  # a base model: its schema offers the stem tasks
+    page.locator("#sourceMode option[value=extract]:not([disabled])").wait_for(state="attached")
+    assert modes.evaluate_all("os => os.map(o => o.value)") == ["repaint", "outpaint", "cover", "extract", "lego",
+                                                               "complete"]
+    page.select_option("#sourceMode", "extract")
+    page.select_option("#trackName", "vocals")
+    assert settings() == {"task": "extract", "trackName": "vocals"}
+    page.select_option("#sourceMode", "lego")  # lego adds its stem in the region
+    assert settings() == {"task": "lego", "trackName": "vocals", "repaintingStart": 0.5, "repaintingEnd": 1.0}
+    page.select_option("#sourceMode", "complete")
+    page.select_option("#trackClasses", ["drums", "bass"])
+    assert settings() == {"task": "complete", "trackClasses": ["bass", "drums"]}
+    page.select_option("#model", XL_SFT)  # back to a model without them: repaint again
+    page.locator("#sourceMode option[value=extract][disabled]").wait_for(state="attached")
+    assert page.input_value("#sourceMode") == "repaint"
 
     page.click("#source-clear")
     assert not page.is_visible("#source-panel") and page.is_enabled("#duration")

@@ -66,13 +66,14 @@ export function applySchema(schema) {
     if (!option.dataset.task) continue;
     option.hidden = option.disabled = !tasks.includes(option.value);
   }
-  if ($('sourceMode').selectedOptions[0]?.disabled) $('sourceMode').value = 'repaint';
   const stems = settings.trackName?.enum || [];
   const classes = settings.trackClasses?.items?.enum || [];
   $('trackName').replaceChildren(new Option('choose a stem', ''), ...stems.map((s) => new Option(s, s)));
   $('trackClasses').replaceChildren(...classes.map((s) => new Option(s, s)));
   const saved = savedForm();
-  writeForm({trackName: saved.trackName || '', trackClasses: saved.trackClasses || []});
+  const mode = $('sourceMode').selectedOptions[0]?.disabled ? 'repaint' : $('sourceMode').value;
+  writeForm({sourceMode: mode, trackName: saved.trackName || '', trackClasses: saved.trackClasses || []});
+  saveForm();
 }
 
 // Panel, mode sections and waveform follow the form state (called whenever it is written).
