@@ -178,7 +178,8 @@ def test_compose_two_takes_compare_them_then_reload_and_restart_keep_everything(
         assert page.input_value("#positivePrompt") == "dusty lo-fi piano, vinyl crackle"
         assert page.input_value("#steps") == "2" and page.input_value("#seed") == "1234"
         kept = page.locator(f".task[data-task='{task_uuid}']")
-        assert [m.inner_text().split(" · ")[0] for m in kept.locator(".result-meta").all()] == ["seed 1234", "seed 1235"]
+        seeds = [m.inner_text().split(" · ")[0] for m in kept.locator(".result-meta").all()]
+        assert seeds == ["seed 1234", "seed 1235"]
         assert audio_of(drawn_results(kept).first).evaluate("a => a.duration") == pytest.approx(30, abs=0.1)
 
     settings_and_history_are_there()

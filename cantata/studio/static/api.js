@@ -6,10 +6,13 @@ export const uuid = () => crypto.randomUUID();
 
 export class AuthError extends Error {}
 
+// The code of the error a pending task gets when the socket closes under it (not a server's code).
+export const CONNECTION_LOST = 'connectionLost';
+
 export class RunwareClient {
   constructor(apiKey) {
     this.apiKey = apiKey;
-    this.pending = new Map();   // taskUUID -> {resolve, reject}
+    this.pending = new Map();   // taskUUID -> {resolve}
     this.socket = null;
     this.transport = 'none';
   }
@@ -36,6 +39,7 @@ export class RunwareClient {
       if (err instanceof AuthError) throw err;
       this.transport = 'HTTP';
       const reply = await this.httpSend({taskType: 'ping', taskUUID: uuid()});
+      if (reply.errors.some((e) => e.code === CONNECTION_LOST)) throw new Error(reply.errors[0].message);
       if (reply.errors.some((e) => e.parameter === 'apiKey')) throw new AuthError(reply.errors[0].message);
     }
   }
@@ -50,11 +54,11 @@ export class RunwareClient {
   }
 
   failAll() {
-    for (const [, waiter] of this.pending) waiter.resolve({data: [], errors: [{code: 'connectionLost', message: 'The connection was lost.'}]});
+    for (const [, waiter] of this.pending) waiter.resolve({data: [], errors: [{code: CONNECTION_LOST, message: 'The connection was lost.'}]});
     this.pending.clear();
   }
 
-  // One task -> {data, errors}; never throws for a Runware error, only for a broken transport.
+  // One task -> {data, errors}; never throws: a lost connection is an error item (CONNECTION_LOST).
   send(task) {
     if (!task.taskUUID) task.taskUUID = uuid();
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
@@ -69,8 +73,12 @@ export class RunwareClient {
   async httpSend(task) {
     const headers = {'Content-Type': 'application/json'};
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
-    const response = await fetch('/v1', {method: 'POST', headers, body: JSON.stringify([task])});
-    const body = await response.json();
+    let body;
+    try {
+      body = await (await fetch('/v1', {method: 'POST', headers, body: JSON.stringify([task])})).json();
+    } catch {  // no answer, or not JSON (a proxy's error page): the server is out of reach for now
+      return {data: [], errors: [{code: CONNECTION_LOST, message: 'The server cannot be reached.'}]};
+    }
     return {data: body.data || [], errors: body.errors || []};
   }
 }

@@ -2,7 +2,7 @@
 // Every server call is a Runware task through RunwareClient (see api.js); the one plain GET is a
 // model's JSON Schema, which says what the model takes.
 
-import {AuthError, RunwareClient, uuid} from './api.js';
+import {AuthError, CONNECTION_LOST, RunwareClient, uuid} from './api.js';
 import {buildTask, clearErrors, fitTask, presets, randomSeed, readForm, restoreForm, saveForm, savedForm,
   savePresets, showError, stateFromRequest, writeForm} from './form.js';
 import {applySchema, initSource, setSource} from './source.js';
@@ -10,6 +10,7 @@ import {clock, Wave} from './waveform.js';
 
 const KEY_STORE = 'cantata.studio.apiKey';
 const POLL_MS = 400;
+const RETRY_MS = 2000;  // after the connection dropped (a server restart): HTTP until the page reloads
 const HISTORY_PAGE = 10;
 const $ = (id) => document.getElementById(id);
 
@@ -109,12 +110,15 @@ async function follow(taskUUID, request, view) {
     const error = reply.errors[0];
     const done = reply.data.filter((d) => d.status === 'success');
     const pending = reply.data.find((d) => d.status === 'processing');
+    if (error?.code === CONNECTION_LOST) { await pause(RETRY_MS); continue; }  // the task goes on: ask again
     if (error) { finish(view, error); return; }
     if (done.length >= wanted) { showResults(view, request, done); finish(view); return; }
     if (pending) showProgress(view, pending);
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await pause(POLL_MS);
   }
 }
+
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function showProgress(view, item) {
   const eta = item.eta === undefined ? '' : ` · about ${Math.ceil(item.eta)} s left`;
