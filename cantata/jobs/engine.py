@@ -169,6 +169,7 @@ class Engine:
         self._progress: dict[str, int] = {}
         self._progress_times: dict[str, tuple[float, float]] = {}  # uuid -> (last notified, last persisted)
         self._task_seconds: dict[str, float] = {}  # model -> moving average of a task's run time (ETAs)
+        self._running: dict[str, str] = {}  # uuid -> model of the tasks this process's workers run
         self._lock = threading.Lock()
         self._stop_sweeper = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="cantata-sweeper", daemon=True)
@@ -337,9 +338,11 @@ class Engine:
             elapsed = max(0.0, self.clock() - record.started_at)
             return round(elapsed * (100 - progress) / progress, 1)
         typical = self._task_seconds.get(record.model)
-        if position is not None and typical is not None:
-            return round((position + 1) * typical, 1)
-        return None
+        if position is None or typical is None:
+            return None
+        running = [self._progress.get(u, 0) for u, m in list(self._running.items()) if m == record.model]
+        left_of_running = typical * (100 - max(running)) / 100 if running else 0.0  # one batch runs per model
+        return round(left_of_running + (position + 1) * typical, 1)
 
     def cancel(self, task_uuid: str, key_id: str) -> TaskView | None:
         """Cancel a queued or running task (a running batch stops at its next step, or drops this
@@ -476,6 +479,7 @@ class Engine:
                 self._forget(queued.task_uuid)
                 continue
             record = self.store.get_task(queued.task_uuid)
+            self._running[record.uuid] = record.model
             jobs.append(Job(uuid=record.uuid, task=record.task, inputs=record.inputs))
             log.info(kv("task.started", taskUUID=record.uuid, model=record.model, attempt=record.attempts,
                         batch=len(batch)))
@@ -598,6 +602,7 @@ class Engine:
         if self.shared:
             self.scheduler.release(uuid)
         self._progress.pop(uuid, None)
+        self._running.pop(uuid, None)
         self._progress_times.pop(uuid, None)
         with self._lock:
             self._cancel_requested.discard(uuid)
