@@ -10,6 +10,7 @@ on the engine's media storage, asked only through the engine:
   and the bucket stays private; a single byte range (`Range: bytes=a-b`, `a-`, `-n`) is
   honoured, so players can seek; several ranges or an `If-Range` get the whole file (allowed
   by RFC 9110, which lets a server ignore `Range`);
+* a result asked for in another output format (`.flac` of an `.mp3`) is converted (`transcode`);
 * when the storage was configured to hand out presigned links, a 307 redirect to one, valid
   for at most `LINK_SECONDS` and never past the media's own expiry.
 
@@ -28,10 +29,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
+from ..audio import codecs
+from ..errors import CantataError
 from ..jobs.media import StorageUnavailable, is_media_id
 from ..jobs.store import MediaRecord
 from ..logfmt import kv
 from .http import envelope
+from . import transcode
 from .services import Services
 
 log = logging.getLogger("cantata.media")
@@ -51,11 +55,14 @@ async def media(request: Request, name: str) -> Response:
     s: Services = request.app.state.cantata
     media_id, dot, ext = name.partition(".")
     record = s.engine.find_media(media_id) if is_media_id(media_id) else None
-    if record is None or record.ext != dot + ext:
+    fmt = record and transcode.target_format(record, dot + ext)
+    if record is None or (record.ext != dot + ext and fmt is None):
         return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name[:80]}.")])
     now = s.engine.clock()
     if record.expires_at <= now:
         return envelope([], [s.dispatcher.error("mediaExpired", f"{name} has expired (its ttl is over).")])
+    if fmt is not None:
+        return await _converted(s, record, fmt, name)
     path = s.engine.media_path(record)
     if path is not None:
         if not path.is_file():
@@ -65,6 +72,30 @@ async def media(request: Request, name: str) -> Response:
     if link is not None:
         return RedirectResponse(link, status_code=307, headers={"Cache-Control": "no-store"})
     return await _stream(request, s, record, name)
+
+
+async def _converted(s: Services, record: MediaRecord, fmt: str, name: str) -> Response:
+    """The result in another output format (`transcode`)."""
+    def read_and_convert() -> bytes:
+        with s.engine.open_media(record) as stream:
+            return transcode.convert(stream.read(), fmt, max_seconds=s.config.max_input_audio_seconds)
+
+    try:
+        data = await run_in_threadpool(read_and_convert)
+    except FileNotFoundError:
+        return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name}.")])
+    except StorageUnavailable as exc:
+        return _unavailable(s, name, exc)
+    except CantataError as exc:  # the stored file does not decode within the limits
+        return envelope([], [s.dispatcher.error(exc.code, f"{name} cannot be converted: {exc.message}")])
+    return Response(data, media_type=codecs.MIME_TYPES[fmt], headers=_CACHE)
+
+
+def _unavailable(s: Services, name: str, exc: StorageUnavailable) -> Response:
+    """503: the details (endpoint, bucket) go to the log, not to anonymous clients."""
+    log.warning(kv("media.storage_unavailable", media=name, error=str(exc)))
+    return envelope([], [s.dispatcher.error("serviceUnavailable", "The media storage cannot be reached; "
+                                            "retry shortly.")])
 
 
 async def _stream(request: Request, s: Services, record: MediaRecord, name: str) -> Response:
@@ -78,10 +109,8 @@ async def _stream(request: Request, s: Services, record: MediaRecord, name: str)
         stream = await run_in_threadpool(s.engine.open_media, record, start)
     except FileNotFoundError:
         return envelope([], [s.dispatcher.error("mediaNotFound", f"No media {name}.")])
-    except StorageUnavailable as exc:  # the details (endpoint, bucket) go to the log, not to anonymous clients
-        log.warning(kv("media.storage_unavailable", media=name, error=str(exc)))
-        return envelope([], [s.dispatcher.error("serviceUnavailable", "The media storage cannot be reached; "
-                                                "retry shortly.")])
+    except StorageUnavailable as exc:
+        return _unavailable(s, name, exc)
     length = end - start + 1
     headers = {**_CACHE, "Accept-Ranges": "bytes", "Content-Length": str(length)}
     if span is not None:

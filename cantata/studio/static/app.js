@@ -195,8 +195,18 @@ function resultItem(request, result) {
     request.settings?.keyScale, kindOf(request)].filter(Boolean).join(' · ');
   item.querySelector('.result-meta').textContent = `seed ${result.seed} · ${settings}`;
   const link = item.querySelector('.result-download');
+  const made = (request.outputFormat || 'MP3').toUpperCase();
   link.href = result.audioURL;
-  link.textContent = `Download ${(request.outputFormat || 'MP3').toUpperCase()}`;
+  link.textContent = `Download ${made}`;
+  for (const format of ['MP3', 'WAV', 'FLAC', 'OGG'].filter((f) => f !== made).reverse()) {
+    // The server converts a result to another format on request (lossy stays lossy).
+    const other = link.cloneNode();
+    other.href = result.audioURL.replace(/\.[a-z0-9]+$/, `.${format.toLowerCase()}`);
+    other.textContent = format;
+    other.setAttribute('aria-label', `Download as ${format}`);
+    other.classList.replace('result-download', 'result-download-as');
+    link.after(other);
+  }
   const length = () => audio.duration || item.player?.duration || request.duration;
   const selection = () => {
     const region = item.player?.region;
