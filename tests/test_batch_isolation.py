@@ -15,6 +15,7 @@ from cantata.jobs.inputs import InputAudio
 from cantata.jobs.mapping import generation_request
 from cantata.jobs.media import LocalDiskStorage
 from cantata.jobs.scheduler import Scheduler
+from cantata.models.speed.batching import MAX_PADDING_WASTE
 from cantata.jobs.store import ERROR, QUEUED, SUCCESS, Store
 from cantata.jobs.worker import Job, ModelWorker, encode_result
 from cantata.outbound import OutboundPolicy
@@ -38,7 +39,7 @@ def _engine(tmp_path, loader) -> Engine:
     store = Store(tmp_path / "db.sqlite")
     storage = LocalDiskStorage(tmp_path / "media")
     inputs = InputAudio(store, storage, OutboundPolicy(), max_bytes=2**20, max_seconds=60, retention=3600)
-    return Engine(store=store, storage=storage, scheduler=Scheduler(10, 4), inputs=inputs, loader=loader,
+    return Engine(store=store, storage=storage, scheduler=Scheduler(10, 4, max_padding_waste=MAX_PADDING_WASTE["cuda"]), inputs=inputs, loader=loader,
                   models=("xl-sft",), result_ttl=3600)
 
 
@@ -147,7 +148,7 @@ def _worker(tmp_path, pipeline, sink) -> ModelWorker:
     store = Store(tmp_path / "db.sqlite")
     inputs = InputAudio(store, LocalDiskStorage(tmp_path / "m"), OutboundPolicy(), max_bytes=1, max_seconds=1,
                         retention=60)
-    worker = ModelWorker("xl-sft", loader=lambda m: pipeline, scheduler=Scheduler(4, 4), sink=sink, inputs=inputs)
+    worker = ModelWorker("xl-sft", loader=lambda m: pipeline, scheduler=Scheduler(4, 4, max_padding_waste=0.0), sink=sink, inputs=inputs)
     worker.pipeline = pipeline
     return worker
 

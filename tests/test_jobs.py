@@ -17,6 +17,7 @@ from cantata.jobs.inputs import InputAudio
 from cantata.jobs.mapping import SEED_SPACE, batch_key, generation_request, result_seeds
 from cantata.jobs.media import LocalDiskStorage
 from cantata.jobs.scheduler import QueuedTask, QueueFull, Scheduler
+from cantata.models.speed.batching import MAX_PADDING_WASTE
 from cantata.jobs.store import (CANCELLED, QUEUED, RUNNING, SUCCESS, DuplicateTask, NewDelivery,
                                 NewResult, Store, StoreError)
 from cantata.outbound import OutboundPolicy
@@ -125,7 +126,7 @@ def queued(key: str, seq: int, batch=None, duration=30.0, items=1, model="xl-sft
 
 
 def test_scheduler_round_robin_between_keys_oldest_first_within_a_key():
-    s = Scheduler(capacity=100, max_batch_size=4)
+    s = Scheduler(capacity=100, max_batch_size=4, max_padding_waste=0.0)
     for seq, key in enumerate("AAAAABCC"):
         s.add(queued(key, seq))  # no batch key: one task per batch
     order = [s.next_batch("xl-sft", timeout=0)[0].task_uuid for _ in range(8)]
@@ -134,7 +135,7 @@ def test_scheduler_round_robin_between_keys_oldest_first_within_a_key():
 
 
 def test_scheduler_batches_compatible_tasks_fairly():
-    s = Scheduler(capacity=100, max_batch_size=4)
+    s = Scheduler(capacity=100, max_batch_size=4, max_padding_waste=0.25)
     s.add(queued("A", 0, batch="k"))
     s.add(queued("A", 1, batch="k"))
     s.add(queued("A", 2, batch="other"))
@@ -152,8 +153,19 @@ def test_scheduler_batches_compatible_tasks_fairly():
     assert [t.task_uuid for t in s.next_batch("turbo", timeout=0)] == ["A7"]
 
 
+def test_scheduler_pads_a_batch_only_as_far_as_the_device_gains_from_it():
+    def batches(limit):
+        s = Scheduler(capacity=100, max_batch_size=4, max_padding_waste=limit)
+        for seq, duration in enumerate((30.0, 30.0, 36.0, 60.0)):
+            s.add(queued("A", seq, batch="k", duration=duration))
+        return [[t.task_uuid for t in s.next_batch("xl-sft", timeout=0)] for _ in range(3)]
+
+    assert batches(MAX_PADDING_WASTE["cpu"]) == [["A0", "A1"], ["A2"], ["A3"]]  # CPU: equal lengths only
+    assert batches(MAX_PADDING_WASTE["cuda"]) == [["A0", "A1", "A2"], ["A3"], []]  # 36 s pads 30 s by 6 %
+
+
 def test_scheduler_capacity_readiness_and_close():
-    s = Scheduler(capacity=2, max_batch_size=4)
+    s = Scheduler(capacity=2, max_batch_size=4, max_padding_waste=0.0)
     s.add(queued("A", 0))
     s.add(QueuedTask("A1", "A", "xl-sft", None, 30.0, 1, 1, ready=False))
     with pytest.raises(QueueFull):
@@ -221,7 +233,7 @@ def _engine(tmp_path, store) -> Engine:
 
     storage = LocalDiskStorage(tmp_path / "media")
     inputs = InputAudio(store, storage, OutboundPolicy(), max_bytes=2**20, max_seconds=60, retention=3600)
-    return Engine(store=store, storage=storage, scheduler=S(10, 4), inputs=inputs, loader=lambda m: None,
+    return Engine(store=store, storage=storage, scheduler=S(10, 4, max_padding_waste=0.0), inputs=inputs, loader=lambda m: None,
                   models=("xl-sft",), result_ttl=3600)
 
 
@@ -378,7 +390,7 @@ def _run_fake(tmp_path, pipeline, tasks):
     store = Store(tmp_path / "db.sqlite")
     inputs = InputAudio(store, LocalDiskStorage(tmp_path / "m"), OutboundPolicy(), max_bytes=1, max_seconds=1,
                         retention=60)
-    worker = ModelWorker("xl-sft", loader=lambda m: pipeline, scheduler=Scheduler(4, 4), sink=sink, inputs=inputs)
+    worker = ModelWorker("xl-sft", loader=lambda m: pipeline, scheduler=Scheduler(4, 4, max_padding_waste=0.0), sink=sink, inputs=inputs)
     worker.pipeline = pipeline
     worker.run_batch([])
     return sink

@@ -192,7 +192,7 @@ def s3_app(tmp_path, root, storage: S3MediaStorage):
     store = Store(cfg.db_path)
     inputs = InputAudio(store, storage, cfg.outbound_policy(), max_bytes=cfg.max_input_audio_bytes,
                         max_seconds=cfg.max_input_audio_seconds, retention=cfg.result_ttl)
-    engine = Engine(store=store, storage=storage, scheduler=Scheduler(cfg.queue_capacity, cfg.max_batch_size),
+    engine = Engine(store=store, storage=storage, scheduler=Scheduler(cfg.queue_capacity, cfg.max_batch_size, max_padding_waste=0.0),
                     inputs=inputs, loader=pipeline_loader(cfg), models=cfg.models, result_ttl=cfg.result_ttl,
                     sweep_interval=cfg.sweep_interval, shutdown_grace=cfg.shutdown_grace)
     with TestClient(create_app(cfg, engine), base_url="http://localhost:8080") as client:

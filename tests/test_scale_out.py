@@ -57,8 +57,8 @@ def _node(path, media, pipeline: StandIn | None) -> Engine:
     store = Store(path)
     storage = LocalDiskStorage(media)
     inputs = InputAudio(store, storage, OutboundPolicy(), max_bytes=2**20, max_seconds=60, retention=3600)
-    queue = StoreQueue(store, worker_id=f"node-{id(store)}", capacity=100, max_batch_size=4, lease_seconds=LEASE,
-                       poll_interval=0.05)
+    queue = StoreQueue(store, worker_id=f"node-{id(store)}", capacity=100, max_batch_size=4, max_padding_waste=0.25,
+                       lease_seconds=LEASE, poll_interval=0.05)
     engine = Engine(store=store, storage=storage, scheduler=queue, inputs=inputs, loader=lambda model: pipeline,
                     models=("xl-sft",), result_ttl=3600, run_workers=pipeline is not None)
     engine.start()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import socket
 
+from ..models.device import resolve_device
+from ..models.speed.batching import max_padding_waste
 from .claims import StoreQueue
 from .events import EventBus, InProcessBus, PostgresBus
 from .media import MediaStorage
@@ -41,8 +43,11 @@ def worker_id(config) -> str:
 
 
 def work_source(config, store: JobStore) -> Scheduler | StoreQueue:
-    """In memory for a single server; claims from the store when other processes share it."""
+    """In memory for a single server; claims from the store when other processes share it. Both
+    batch with the padding this process's device tolerates (`speed.batching`)."""
+    padding = max_padding_waste(resolve_device(config.device))
     if config.shared_store:
         return StoreQueue(store, worker_id=worker_id(config), capacity=config.queue_capacity,
-                          max_batch_size=config.max_batch_size, lease_seconds=config.lease_seconds)
-    return Scheduler(config.queue_capacity, config.max_batch_size)
+                          max_batch_size=config.max_batch_size, max_padding_waste=padding,
+                          lease_seconds=config.lease_seconds)
+    return Scheduler(config.queue_capacity, config.max_batch_size, max_padding_waste=padding)

@@ -11,8 +11,12 @@ batch, `pick_batch` returns the next batch, head first:
   tasks do not starve another's single task.
 * Compatibility: the batch is filled, one task per key per round (fair inside the batch too),
   with the oldest tasks that share the head's batch key (`pipeline.batch_key`, the one rule of
-  what may share a DiT batch) and a similar length, until it holds `max_batch_size` results.
-  Tasks without a batch key run alone.
+  what may share a DiT batch), until it holds `max_batch_size` results. Tasks without a batch key
+  run alone.
+* Padding: every item is padded to the batch's longest, so a task joins only while the batch's
+  padding stays within `max_padding_waste` (extra frames per real frame): the device's own limit
+  (`models.speed.batching.max_padding_waste`), none on a CPU, where batching gains nothing per
+  frame and padding is pure loss.
 """
 
 from __future__ import annotations
@@ -21,13 +25,9 @@ import bisect
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from ..models.speed.batching import padding_waste
 from .mapping import batch_key
 from .task import AudioInferenceTask
-
-#: Durations within this fraction of each other may share a batch: every item is padded to the
-#: longest, so mixing 30 s with 300 s would spend most of the batch on padding.
-LENGTH_TOLERANCE = 0.25
-
 
 @dataclass(frozen=True)
 class QueuedTask:
@@ -47,13 +47,15 @@ def queued_task(task: AudioInferenceTask, *, key_id: str, seq: int, ready: bool)
                       duration=task.duration, items=task.number_results, seq=seq, ready=ready)
 
 
-def similar_length(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a == b
-    return abs(a - b) <= LENGTH_TOLERANCE * max(a, b)
+def _fits(batch: list[QueuedTask], task: QueuedTask, max_padding_waste: float) -> bool:
+    durations = [t.duration for t in (*batch, task)]
+    if None in durations:  # the length comes from a source track: never padded together
+        return False
+    return padding_waste(durations) <= max_padding_waste
 
 
-def pick_batch(candidates: Sequence[QueuedTask], *, last_key: str | None, max_batch_size: int) -> list[QueuedTask]:
+def pick_batch(candidates: Sequence[QueuedTask], *, last_key: str | None, max_batch_size: int,
+               max_padding_waste: float) -> list[QueuedTask]:
     """The next batch from `candidates` (queued tasks of one model, any order; those not ready are
     skipped), head first; [] when none is ready."""
     by_key: dict[str, list[QueuedTask]] = {}
@@ -68,11 +70,12 @@ def pick_batch(candidates: Sequence[QueuedTask], *, last_key: str | None, max_ba
     if head.batch_key is None:
         return batch
     fill_order = order[1:] + order[:1]  # the other keys first
-    compatible = {key: [t for t in by_key[key] if t is not head and t.batch_key == head.batch_key
-                        and similar_length(t.duration, head.duration)] for key in fill_order}
+    compatible = {key: [t for t in by_key[key] if t is not head and t.batch_key == head.batch_key]
+                  for key in fill_order}
     while size < max_batch_size and any(compatible.values()):
         for key in fill_order:  # one task per key per round
-            if compatible[key] and size + compatible[key][0].items <= max_batch_size:
+            if compatible[key] and size + compatible[key][0].items <= max_batch_size \
+                    and _fits(batch, compatible[key][0], max_padding_waste):
                 task = compatible[key].pop(0)
                 batch.append(task)
                 size += task.items

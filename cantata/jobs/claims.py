@@ -39,11 +39,13 @@ def ready(record: TaskRecord) -> bool:
 
 class StoreQueue:
     def __init__(self, store: LeasingStore, *, worker_id: str, capacity: int, max_batch_size: int,
-                 lease_seconds: float, poll_interval: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+                 max_padding_waste: float, lease_seconds: float, poll_interval: float = 0.5,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.worker_id = worker_id
         self.capacity = capacity
         self.max_batch_size = max_batch_size
+        self.max_padding_waste = max_padding_waste
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.clock = clock
@@ -111,8 +113,9 @@ class StoreQueue:
     def _pick(self, candidates: list[TaskRecord], last_key: str | None) -> list[TaskRecord]:
         by_uuid = {r.uuid: r for r in candidates}
         offered = [queued_task(r.task, key_id=r.key_id, seq=r.seq, ready=ready(r)) for r in candidates]
-        return [by_uuid[t.task_uuid] for t in pick_batch(offered, last_key=last_key,
-                                                         max_batch_size=self.max_batch_size)]
+        picked = pick_batch(offered, last_key=last_key, max_batch_size=self.max_batch_size,
+                            max_padding_waste=self.max_padding_waste)
+        return [by_uuid[t.task_uuid] for t in picked]
 
     # -- leases ----------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """What runs next in a single server process: a bounded in-memory view of the queued tasks (the
 store is the durable copy). Several processes sharing a store claim from it instead
 (`claims.StoreQueue`); both pick with the same rule, `batching.pick_batch` (fairness between API
-keys, batch compatibility, length similarity, batch size).
+keys, batch compatibility, padding, batch size).
 
 * Capacity: more than `capacity` queued tasks and `add` raises `QueueFull` (the API answers 429),
   so a burst cannot grow memory or latency without bound.
@@ -24,9 +24,10 @@ class QueueFull(Exception):
 
 
 class Scheduler:
-    def __init__(self, capacity: int, max_batch_size: int) -> None:
+    def __init__(self, capacity: int, max_batch_size: int, *, max_padding_waste: float) -> None:
         self.capacity = capacity
         self.max_batch_size = max_batch_size
+        self.max_padding_waste = max_padding_waste
         self._tasks: dict[str, QueuedTask] = {}
         self._last_key: dict[str, str] = {}  # model -> key that headed its previous batch
         self._cond = threading.Condition()
@@ -100,7 +101,8 @@ class Scheduler:
 
     def _pick(self, model: str) -> list[QueuedTask]:
         batch = pick_batch([t for t in self._tasks.values() if t.model == model],
-                           last_key=self._last_key.get(model), max_batch_size=self.max_batch_size)
+                           last_key=self._last_key.get(model), max_batch_size=self.max_batch_size,
+                           max_padding_waste=self.max_padding_waste)
         if batch:
             self._last_key[model] = batch[0].key_id
         return batch

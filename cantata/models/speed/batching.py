@@ -19,7 +19,12 @@ import torch
 MAX_PADDING_WASTE = {"cpu": 0.0, "cuda": 0.25}
 
 
-def padding_waste(lengths: list[int]) -> float:
+def max_padding_waste(device: torch.device | str) -> float:
+    """The padding a shared batch may carry on `device` (`MAX_PADDING_WASTE`, by device type)."""
+    return MAX_PADDING_WASTE.get(torch.device(device).type, 0.0)
+
+
+def padding_waste(lengths: list[float]) -> float:
     """Frames computed for padding per real frame when `lengths` share one batch."""
     return (len(lengths) * max(lengths) - sum(lengths)) / sum(lengths)
 
@@ -28,7 +33,7 @@ def batch_groups(device: torch.device | str, lengths: list[int]) -> list[list[in
     """Indices of `lengths` grouped into the DiT batches that win on `device`: longest first,
     an item joins the current group while the group's padding stays within the device's limit.
     Equal lengths always share a batch (no padding: never slower)."""
-    limit = MAX_PADDING_WASTE.get(torch.device(device).type, 0.0)
+    limit = max_padding_waste(device)
     groups: list[list[int]] = []
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         if groups and padding_waste([lengths[j] for j in groups[-1]] + [lengths[i]]) <= limit:
