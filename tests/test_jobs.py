@@ -233,8 +233,8 @@ def _engine(tmp_path, store) -> Engine:
 
     storage = LocalDiskStorage(tmp_path / "media")
     inputs = InputAudio(store, storage, OutboundPolicy(), max_bytes=2**20, max_seconds=60, retention=3600)
-    return Engine(store=store, storage=storage, scheduler=S(10, 4, max_padding_waste=0.0), inputs=inputs, loader=lambda m: None,
-                  models=("xl-sft",), result_ttl=3600)
+    return Engine(store=store, storage=storage, scheduler=S(10, 4, max_padding_waste=0.0), inputs=inputs,
+                  loader=lambda m: None, models=("xl-sft",), result_ttl=3600)
 
 
 def test_recovery_retries_once_then_fails_with_task_interrupted(tmp_path):
