@@ -329,7 +329,8 @@ class Engine:
         return TaskView(
             uuid=record.uuid, key_id=record.key_id, model=record.model, status=record.status, progress=progress,
             attempts=record.attempts, task=record.task, request=record.request, error=record.error,
-            results=self.store.results(task_uuid), deliveries=self.store.deliveries(task_uuid), created_at=record.created_at,
+            results=self.store.results(task_uuid), deliveries=self.store.deliveries(task_uuid),
+            created_at=record.created_at,
             finished_at=record.finished_at, queue_position=position,
             eta_seconds=self._eta(record, progress, position))
 
