@@ -390,7 +390,8 @@ def _run_fake(tmp_path, pipeline, tasks):
     store = Store(tmp_path / "db.sqlite")
     inputs = InputAudio(store, LocalDiskStorage(tmp_path / "m"), OutboundPolicy(), max_bytes=1, max_seconds=1,
                         retention=60)
-    worker = ModelWorker("xl-sft", loader=lambda m: pipeline, scheduler=Scheduler(4, 4, max_padding_waste=0.0), sink=sink, inputs=inputs)
+    worker = ModelWorker("xl-sft", loader=lambda m: pipeline, scheduler=Scheduler(4, 4, max_padding_waste=0.0),
+                         sink=sink, inputs=inputs)
     worker.pipeline = pipeline
     worker.run_batch([])
     return sink
