@@ -541,7 +541,9 @@ class Engine:
         self._finish_error(uuid, code, message, parameter=parameter, **self._fence(uuid))
 
     def cancelled(self, uuid: str) -> None:
-        """A worker stopped or dropped a cancelled task (already marked cancelled by `cancel`)."""
+        """A worker stopped or dropped a cancelled task (marked cancelled by `cancel`, on this node
+        or another, or swept away from this worker after it lost its lease)."""
+        log.info(kv("task.stopped", taskUUID=uuid, reason="cancelled or no longer held by this worker"))
         self._forget(uuid)
 
     def interrupted(self, uuids: list[str]) -> None:
