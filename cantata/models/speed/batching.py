@@ -4,7 +4,7 @@ A shared batch is padded to its longest item and masked, so it computes `n · ma
 frames instead of `sum(lengths)`. It pays off only where a bigger batch runs each token faster:
 on a GPU a 75 s item (2 × 938 tokens with CFG) leaves the tensor cores partly idle, so up to
 some padding the batch wins; on a CPU the matmuls of one item already keep the cores busy --
-batch 4 costs 4× batch 1 per token (bench/RESULTS.md) -- so every padded frame is pure loss.
+batch 4 costs 4× batch 1, 0.98× per item (bench/RESULTS.md) -- so every padded frame is pure loss.
 That is the 0.84-0.88× of `bench/generation.py --requests 4` (durations 10 % apart: 15 %
 padding), not the masks or the VAE.
 """

@@ -50,10 +50,10 @@ def default_options(device: torch.device | str) -> SpeedOptions:
     """The switches that are on by default: only those measured to win on that kind of device.
 
     CPU: none. bench/RESULTS.md ("DiT speed switches"; mid XL SFT, 30 s, CFG batch, CPU seconds
-    per forward on one thread): SDPA 1.84 vs dense 1.95 is within the noise of the shared box,
-    fused projections (1.89) gain nothing, eager FlexAttention (2.20) loses (no fused CPU kernel
-    without compile), compile costs minutes of warm-up, INT8 is a memory switch. So the CPU keeps
-    the parity-tested dense forward.
+    per forward on one thread, two runs): dense 1.95/1.70, SDPA 1.84/1.87, SDPA + fused
+    1.89/1.64, eager FlexAttention 2.20/1.97 (no fused CPU kernel without compile), INT8 1.95 --
+    all within the ±15 % noise of the shared box; compile costs minutes of warm-up. So the CPU
+    keeps the parity-tested dense forward.
 
     CUDA: SDPA (flash kernels for the unpadded layers, no O(S²) additive mask) and fused
     projections, which cannot lose (the same math in fewer launches and bigger GEMMs).
