@@ -29,7 +29,7 @@ def load_adapter(path: str | Path, transformer: nn.Module, name: str | None = No
     if not path.exists():
         raise AdapterError(f"{path}: no such file or directory")
     targets = DecoderTargets(transformer)
-    weight = next(transformer.parameters())
+    weight = next(p for p in transformer.parameters() if p.is_floating_point())  # not an INT8 weight
     adapter = _load(path, targets, name or path.name)
     if not adapter.deltas:
         raise AdapterError(f"{path}: the adapter holds no tensors")

@@ -46,7 +46,7 @@ class DecoderTargets:
         self.by_official: dict[str, Target] = {}
         self.by_flat: dict[str, Target] = {}
         for path, module in transformer.named_modules():
-            if type(module) not in ADAPTABLE:
+            if not isinstance(module, ADAPTABLE):  # subclasses too: the INT8 DiT's `Int8Linear`
                 continue
             official = official_key("transformer", f"{path}.weight")
             official = official.removeprefix(_DECODER).removesuffix(".weight")
