@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .models.variants import DEFAULT_VARIANT, VARIANTS, SamplingParams, sampling_params
-from .models.vocabulary import GUIDANCE_TYPES, REPAINT_MODES, TIME_SIGNATURES, TRACK_NAMES
+from .models.vocabulary import GUIDANCE_TYPES, MEMORY_CHOICES, REPAINT_MODES, TIME_SIGNATURES, TRACK_NAMES
 
 DEMO_ROOT = Path.home() / ".cache" / "cantata" / "demo-checkpoints-2"  # bump when the tiny layout changes
 
@@ -68,6 +68,11 @@ def _guidance_default(p: SamplingParams) -> str:
     return p.guidance_type if p.guidance_scale is not None else "none (ignored)"
 
 
+MEMORY_HELP = ("what stays on the GPU: high (everything), balanced (text encoder and VAE moved in for each use), "
+               "low (balanced + INT8 DiT weights, changes the song slightly), offload (DiT blocks streamed from "
+               "the CPU); auto (default) picks the highest that fits in the free memory")
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="render a song to an audio file",
                        description="Render a song with ACE-Step 1.5. The output extension picks the format "
@@ -105,6 +110,7 @@ def _add_generate(sub) -> None:
                    help="let the planner's caption replace yours (off by default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
+    p.add_argument("--memory", default="auto", choices=MEMORY_CHOICES, help=MEMORY_HELP)
     p.add_argument("--bitrate", type=int, help="kbps for MP3/OGG")
     p.add_argument("--sample-rate", type=int, help="output sample rate (default 48000)")
     p.add_argument("--channels", type=int, choices=(1, 2), help="output channels (default 2)")
@@ -154,6 +160,7 @@ def _add_role_flags(p) -> None:
                                                     f"{', '.join(VARIANTS)})")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", help="auto, fp32, bf16, fp16")
+    p.add_argument("--memory", choices=MEMORY_CHOICES, help=MEMORY_HELP)
     p.add_argument("--demo", action="store_true",
                    help="serve tiny random checkpoints (made on first use): the whole API in seconds, audio is noise")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing checkpoints")
@@ -351,8 +358,13 @@ def cmd_generate(args) -> int:
     if args.think and planner is None:
         raise SystemExit("--think needs the 5 Hz LM planner: none found under the checkpoints root "
                          f"(pass --planner {' / '.join(PLANNERS)} to download one)")
+    from .models.device import resolve_device
+    from .models.speed.memory import apply_tier, resolve_tier
+
+    tier = resolve_tier(args.memory, resolve_device(args.device), args.model)  # free memory before it loads
     pipe = CantataPipeline.from_pretrained(root, args.model, device=args.device, dtype=args.dtype,
                                            download=not args.no_download, planner=planner)
+    apply_tier(pipe, tier)
     task = args.task or ("repaint" if args.repaint else "cover" if args.audio else "text2music")
     if task != "text2music" and args.audio is None:
         raise SystemExit(f"--task {task} needs --audio FILE")
@@ -421,6 +433,7 @@ def _role_config(args, **flags):
     """The configuration of a serving role: the shared flags, demo checkpoints resolved."""
     config = _server_config(
         args, checkpoints=args.checkpoints, models=args.model, device=args.device, dtype=args.dtype,
+        memory=args.memory,
         demo=args.demo or None, download=False if args.no_download else None, planner=args.planner,
         allow_private_urls=args.allow_private_urls or None, store=args.store, media=args.media,
         media_presign=args.media_presign or None, **flags)

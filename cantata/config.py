@@ -32,6 +32,11 @@ Serving
                               `cantata lora add`; new ones are picked up without a restart.
   lora_cache_mb [2048]        device memory for loaded adapters per model (least recently used
                               ones are dropped first).
+  memory [auto]               what stays on the GPU (cantata/models/speed/memory.py): high (all
+                              resident), balanced (text encoder and VAE moved in for each use),
+                              low (balanced + INT8 DiT weights: changes the song slightly),
+                              offload (DiT blocks streamed from the CPU: the last resort); auto
+                              picks the highest that fits in the free memory at load time.
 
 Scaling out (README "Scaling out")
   role [all]                  all: API and workers in one process; api: API only (`serve
@@ -105,6 +110,7 @@ from typing import Any
 from .limits import Limits
 from .models.checkpoint import default_root
 from .models.variants import VARIANTS, get_variant
+from .models.vocabulary import MEMORY_CHOICES
 from .outbound import OutboundPolicy
 
 ENV_PREFIX = "CANTATA_"
@@ -141,6 +147,7 @@ class ServerConfig:
     planner: str = "auto"
     loras: Path | None = None
     lora_cache_mb: int = 2048
+    memory: str = "auto"
 
     role: str = "all"
     store: str | None = None
@@ -205,6 +212,9 @@ class ServerConfig:
         if self.loras is None:
             object.__setattr__(self, "loras", self.data_dir / "loras")
         from .planner.checkpoint import AUTO_PLANNER, NO_PLANNER, PLANNERS  # imports torch: not at module load
+
+        if self.memory not in MEMORY_CHOICES:
+            raise ConfigError(f"memory: {self.memory!r} is not one of {', '.join(MEMORY_CHOICES)}")
 
         if self.planner.lower() not in (AUTO_PLANNER, NO_PLANNER, *(n.lower() for n in PLANNERS)):
             raise ConfigError(f"planner: {self.planner!r} is not {AUTO_PLANNER}, {NO_PLANNER} or one of "

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cantata.models.speed.memory import TIERS, apply_tier, choose_tier, tier_bytes
+from cantata.models.speed.memory import apply_tier, choose_tier, tier_bytes
+from cantata.models.vocabulary import MEMORY_TIERS
 from cantata.pipeline import CantataPipeline, GenerationRequest
 
 REQUEST = GenerationRequest(caption="lo-fi hip hop", lyrics="[Verse]\nla la", duration=10, seeds=[5], steps=4)
@@ -49,7 +50,7 @@ def test_xl_sft_tier_for_common_cards(card_gib, tier):
 
 
 def test_tiers_need_less_memory_in_order():
-    needs = [tier_bytes("xl-sft", t) for t in TIERS]
+    needs = [tier_bytes("xl-sft", t) for t in MEMORY_TIERS]
     assert needs == sorted(needs, reverse=True)
     with pytest.raises(ValueError, match="auto, high, balanced, low, offload"):
         tier_bytes("xl-sft", "medium")

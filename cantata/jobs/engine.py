@@ -244,15 +244,19 @@ class Engine:
 
     def readiness(self) -> dict[str, Any]:
         """`models`: each served model's state in this process; "remote" on an API-only node (the
-        workers of other processes run it)."""
+        workers of other processes run it). `memory` and `speed`: each loaded model's memory tier
+        and DiT speed switches."""
         models = {m: "ready" if w.loaded.is_set() else (f"failed: {w.load_error}" if w.load_error else "loading")
                   for m, w in self.workers.items()} if self.workers else {m: "remote" for m in self.models}
         alive = all(w.is_alive() for w in self.workers.values())
+        loaded = {m: w.pipeline for m, w in self.workers.items() if w.loaded.is_set()}
         writable = self.store.writable() and self.storage.writable()
         return {"ready": self.accepting and alive and writable
                 and all(v in ("ready", "remote") for v in models.values()),
                 "models": models, "planner": self.planner, "workersAlive": alive, "storeWritable": writable,
-                "accepting": self.accepting}
+                "accepting": self.accepting,
+                "memory": {m: getattr(p, "memory_tier", None) for m, p in loaded.items()},
+                "speed": {m: _speed_of(p) for m, p in loaded.items()}}
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -655,6 +659,14 @@ class Engine:
                 log.exception(kv("sweep.failed"))
 
 
+def _speed_of(pipeline) -> str | None:
+    """The DiT's speed switches as one key=value line (`/ready`), None for a stand-in pipeline."""
+    from ..models.speed.apply import speed_options
+
+    transformer = getattr(getattr(pipeline, "dit", None), "transformer", None)
+    return None if transformer is None else speed_options(transformer).describe()
+
+
 def _error_deliveries(record) -> list[NewDelivery]:
     """What a task that ends in an error owes: one webhook carrying the error, when it has one."""
     url = record.task.webhook_url
@@ -681,11 +693,17 @@ def _slim(request: dict[str, Any], task: AudioInferenceTask) -> dict[str, Any]:
 def pipeline_loader(config) -> Callable[[str], object]:
     """Load a served model from the configured checkpoint root (downloading if allowed)."""
     def load(model: str):
+        from ..models.device import resolve_device
+        from ..models.speed.apply import speed_options
+        from ..models.speed.memory import apply_tier, resolve_tier
         from ..pipeline import CantataPipeline
 
+        tier = resolve_tier(config.memory, resolve_device(config.device), model)  # free memory before it loads
         pipeline = CantataPipeline.from_pretrained(config.checkpoints, model, device=config.device,
                                                    dtype=config.dtype, download=config.download,
                                                    planner=served_planner(config.checkpoints, config.planner))
+        apply_tier(pipeline, tier)
         pipeline.adapter_cache.budget_bytes = config.lora_cache_mb * 2**20
+        log.info(kv("model.memory", model=model, tier=tier, speed=speed_options(pipeline.dit.transformer).describe()))
         return pipeline
     return load

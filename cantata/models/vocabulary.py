@@ -42,3 +42,8 @@ BALANCED = "balanced"
 AGGRESSIVE = "aggressive"
 REPAINT_MODES = (CONSERVATIVE, BALANCED, AGGRESSIVE)
 DEFAULT_REPAINT_MODE = BALANCED
+
+#: Memory tiers: what stays on the GPU (`models.speed.memory` implements them), from the most
+#: resident to the last resort; "auto" picks the highest that fits.
+MEMORY_TIERS = ("high", "balanced", "low", "offload")
+MEMORY_CHOICES = ("auto", *MEMORY_TIERS)

@@ -8,8 +8,8 @@
 | offload | blocks on the CPU, each moved in for its forward | on the CPU, moved in for each use | last resort |
 
 Only `low` changes the song (INT8 weights; rel L2 of the latents in bench/RESULTS.md); the
-others give the same audio as `high` bit for bit (tested on CPU). `TIERS` is the vocabulary the
-CLI (`--memory auto|high|balanced|low|offload`), the config and `/ready` read.
+others give the same audio as `high` bit for bit (tested on CPU). The tier names live in
+`models.vocabulary` (`MEMORY_TIERS`), read by the CLI (`--memory`), the config and this module.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from ..vocabulary import MEMORY_CHOICES, MEMORY_TIERS
 from .apply import apply_speed, speed_options
 
-TIERS = ("high", "balanced", "low", "offload")
-MEMORY_CHOICES = ("auto", *TIERS)
 # Working memory of one DiT batch beside the weights (activations, masks, the VAE's decode
 # window, allocator slack): XL, 4 × 240 s with CFG in bf16 stays below this.
 ACTIVATION_HEADROOM = 3 * 2**30
@@ -75,14 +74,24 @@ def dit_layers(variant: str) -> int:
 
 def choose_tier(free_bytes: int, variant: str) -> str:
     """The highest tier that fits in `free_bytes` of free GPU memory (`offload` if none does)."""
-    for tier in TIERS[:-1]:
+    for tier in MEMORY_TIERS[:-1]:
         if tier_bytes(variant, tier) <= free_bytes:
             return tier
     return "offload"
 
 
+def resolve_tier(choice: str, device: torch.device, variant: str) -> str:
+    """The tier a model loads in: `choice` itself, or for `auto` the highest that fits in the
+    device's free memory now, before the model loads (a CPU keeps everything resident: `high`)."""
+    if choice != "auto":
+        return _check(choice)
+    if device.type != "cuda":
+        return "high"
+    return choose_tier(torch.cuda.mem_get_info(device)[0], variant)
+
+
 def _check(tier: str) -> str:
-    if tier not in TIERS:
+    if tier not in MEMORY_TIERS:
         raise ValueError(f"memory tier must be one of {', '.join(MEMORY_CHOICES)}, got {tier!r}")
     return tier
 
