@@ -1,6 +1,7 @@
-"""The batching rule per device (issue 9): padding only where the device gains from a batch."""
+"""The batching rule per device (issue 9): padding only where the device gains from a batch (the
+scheduler's side of it is tests/test_jobs.py::test_scheduler_pads_a_batch_only_as_far_as_the_device_gains_from_it)."""
 
-from cantata.models.speed.batching import batch_groups, padding_waste
+from cantata.models.speed.batching import max_padding_waste, padding_waste
 
 
 def test_padding_waste_of_the_benchmark_workload():
@@ -9,10 +10,7 @@ def test_padding_waste_of_the_benchmark_workload():
     assert padding_waste([750, 750]) == 0
 
 
-def test_cpu_batches_only_equal_lengths():
-    assert batch_groups("cpu", [750, 825, 750, 998]) == [[3], [1], [0, 2]]
-
-
-def test_cuda_batches_within_a_quarter_of_padding():
-    assert batch_groups("cuda", [750, 825, 907, 998]) == [[3, 2, 1, 0]]
-    assert batch_groups("cuda", [250, 1875, 1800]) == [[1, 2], [0]]
+def test_a_cpu_pads_nothing_and_a_gpu_up_to_a_quarter():
+    assert max_padding_waste("cpu") == 0.0
+    assert max_padding_waste("cuda:1") == 0.25
+    assert padding_waste([750, 825, 907, 998]) <= max_padding_waste("cuda") < padding_waste([250, 1875])

@@ -6,7 +6,8 @@ on a GPU a 75 s item (2 × 938 tokens with CFG) leaves the tensor cores partly i
 some padding the batch wins; on a CPU the matmuls of one item already keep the cores busy --
 batch 4 costs 4× batch 1, 0.98× per item (bench/RESULTS.md) -- so every padded frame is pure loss.
 That is the 0.84-0.88× of `bench/generation.py --requests 4` (durations 10 % apart: 15 %
-padding), not the masks or the VAE.
+padding), not the masks or the VAE. The job layer's picker (`jobs.batching.pick_batch`) lets a
+task join a batch only while `padding_waste` stays within the device's `max_padding_waste`.
 """
 
 from __future__ import annotations
@@ -27,17 +28,3 @@ def max_padding_waste(device: torch.device | str) -> float:
 def padding_waste(lengths: list[float]) -> float:
     """Frames computed for padding per real frame when `lengths` share one batch."""
     return (len(lengths) * max(lengths) - sum(lengths)) / sum(lengths)
-
-
-def batch_groups(device: torch.device | str, lengths: list[int]) -> list[list[int]]:
-    """Indices of `lengths` grouped into the DiT batches that win on `device`: longest first,
-    an item joins the current group while the group's padding stays within the device's limit.
-    Equal lengths always share a batch (no padding: never slower)."""
-    limit = max_padding_waste(device)
-    groups: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if groups and padding_waste([lengths[j] for j in groups[-1]] + [lengths[i]]) <= limit:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
