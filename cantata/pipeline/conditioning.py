@@ -8,6 +8,7 @@ caption tokens, padding], and the DiT sees the padding too (it uses no mask).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,9 @@ from transformers import PreTrainedTokenizerBase, Qwen3Model
 
 CAPTION_MAX_TOKENS = 256
 LYRIC_MAX_TOKENS = 2048
+#: Caption encodings kept for repeated captions (a server sees the same prompt again and again:
+#: retries, several results, presets). At most 256 × 1024 values each: a few MB in all.
+CAPTION_CACHE_ENTRIES = 64
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Conditioner:
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.condition_encoder = condition_encoder
+        self._captions: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()  # (prompt, width) -> states
 
     @property
     def device(self) -> torch.device:
@@ -54,9 +59,27 @@ class Conditioner:
 
     @torch.no_grad()
     def caption_states(self, prompts: list[str], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Qwen3 last_hidden_state over the padded ids, no attention mask (the model is causal)."""
+        """Qwen3 last_hidden_state over the padded ids, no attention mask (the model is causal).
+
+        Rows are independent (no mask, no cross-row attention), but a row's padded positions
+        depend on how far it is padded, so a row is cached by (prompt, width) and only the rows
+        not seen at that width go through Qwen3 (in one batch, in their order; the cached rows
+        come from earlier batches, equal up to float summation order)."""
         ids, mask = self.tokenize(prompts, CAPTION_MAX_TOKENS, width)
-        return self.text_encoder(input_ids=ids).last_hidden_state, mask
+        keys = [(p, ids.shape[1]) for p in prompts]
+        missing = [i for i, k in enumerate(keys) if k not in self._captions]
+        if missing:
+            fresh = self.text_encoder(input_ids=ids[missing]).last_hidden_state
+            for row, i in enumerate(missing):
+                self._remember(keys[i], fresh[row])
+        for key in keys:
+            self._captions.move_to_end(key)
+        return torch.stack([self._captions[k] for k in keys]), mask
+
+    def _remember(self, key: tuple[str, int], states: torch.Tensor) -> None:
+        self._captions[key] = states
+        while len(self._captions) > CAPTION_CACHE_ENTRIES:
+            self._captions.popitem(last=False)
 
     @torch.no_grad()
     def lyric_states(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
