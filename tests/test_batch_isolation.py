@@ -231,3 +231,35 @@ def test_shutdown_grace_stops_a_batch_in_vae_decode_and_requeues_it(tmp_path, xl
     assert decoding.is_set() and aborted.is_set()
     assert (view.status, view.attempts, view.results) == (QUEUED, 0, [])
     engine.store.close()
+
+
+def test_a_batchs_results_are_stored_while_the_next_batch_runs(tmp_path):
+    """Encoding and storing one batch overlaps the next batch's DiT steps, one batch at a time."""
+    first, second = _tasks("first"), _tasks("second")
+    release = threading.Event()
+
+    class SlowSink(_Sink):
+        def begin(self, batch):
+            return [job for job in self.jobs if job.uuid == batch[0]]
+
+        def complete(self, job, seeds, audio, gpu_seconds, planned=None):
+            if job.uuid == first[0].task_uuid:
+                release.wait(30)  # storing the first batch takes a while ...
+            super().complete(job, seeds, audio, gpu_seconds, planned)
+
+    sink = SlowSink(first + second)
+    pipeline = _Pipeline(lambda rs: None)
+    worker = _worker(tmp_path, pipeline, sink)
+
+    def loop():
+        worker.run_batch([first[0].task_uuid], overlap=True)
+        worker.run_batch([second[0].task_uuid], overlap=True)
+        worker.wait_finished()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    wait_for(lambda: len(pipeline.calls) == 2, 10, "the second batch's steps")  # ... while these run
+    assert sink.done == {}
+    release.set()
+    thread.join(10)
+    assert list(sink.done.items()) == [(first[0].task_uuid, [1]), (second[0].task_uuid, [1])]  # in order

@@ -13,6 +13,11 @@ cancellation (out of GPU memory together, or one task's input the model cannot t
 one task at a time: every item of a batch equals its solo run, so the batch-mates get exactly
 their results and only a task that fails alone reports the error. GPU time is measured per call
 (after a CUDA sync) and shared between its tasks in proportion to the results they asked for.
+
+Overlap: encoding a batch's results (MP3/OGG/FLAC, on the CPU) and storing them runs on a
+finisher thread while the worker goes on with the next batch's DiT steps. One batch is finished
+at a time, in order: a batch's results are handed over only once the previous batch's are stored,
+which also bounds the decoded audio held in memory to two batches.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,6 +109,8 @@ class ModelWorker(threading.Thread):
         self.load_error: str | None = None
         self._abort = threading.Event()
         self._errands: queue.SimpleQueue[tuple[Callable[..., Any], Future]] = queue.SimpleQueue()
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix=f"cantata-finish-{model}")
+        self._finishing: Future | None = None  # the batch being encoded and stored
 
     def run_errand(self, errand: Callable[..., Any]) -> Future:
         """Have this worker's thread run `errand(pipeline, cancelled)` between two batches (work
@@ -155,12 +162,15 @@ class ModelWorker(threading.Thread):
             self._run_errands()
             batch = self.scheduler.next_batch(self.model, timeout=self.poll_interval)
             if batch:
-                self.run_batch(batch)
+                self.run_batch(batch, overlap=True)
+        self.wait_finished()
         self._refuse_errands()
 
     # -- one batch -------------------------------------------------------------------------------
 
-    def run_batch(self, batch: list[QueuedTask]) -> None:
+    def run_batch(self, batch: list[QueuedTask], *, overlap: bool = False) -> None:
+        """Run a batch; its results are stored when this returns, or with `overlap` (the worker's
+        own loop) possibly later, while the next batch runs (module docstring)."""
         prepared: list[tuple[Job, GenerationRequest]] = []
         for job in self.sink.begin(batch):
             try:
@@ -169,6 +179,14 @@ class ModelWorker(threading.Thread):
                 self.sink.fail(job.uuid, exc.code, exc.message, exc.parameter)
         if prepared:
             self._generate(prepared)
+        if not overlap:
+            self.wait_finished()
+
+    def wait_finished(self) -> None:
+        """Block until the batch handed to the finisher is stored."""
+        if self._finishing is not None:
+            self._finishing.result()
+            self._finishing = None
 
     def _request(self, job: Job) -> GenerationRequest:
         task = job.task
@@ -207,20 +225,31 @@ class ModelWorker(threading.Thread):
             self.sink.fail(uuids[0], INFERENCE_ERROR, self._failure_message(uuids[0], exc))
             return
         gpu_seconds = time.perf_counter() - started
+        self.wait_finished()  # the previous batch's results are stored first
+        self._finishing = self._finisher.submit(self._finish, group, results, gpu_seconds)
+
+    def _finish(self, group: list[tuple[Job, GenerationRequest]], results: list[GenerationResult],
+                gpu_seconds: float) -> None:
+        """Encode and hand over each task's results (on the finisher thread; never raises)."""
         total_items = sum(len(r.seeds) for r in results) or 1
         for (job, _), result in zip(group, results):
-            if self.sink.is_cancelled(job.uuid):
-                self.sink.cancelled(job.uuid)
-                continue
             try:
-                encoded = [encode_result(job.task, item, result.sample_rate) for item in result.audio]
-            except Exception as exc:
-                log.exception(kv("encode.failed", taskUUID=job.uuid))
-                self.sink.fail(job.uuid, INFERENCE_ERROR, f"could not encode the result as {job.task.output_format}: {exc}")
-                continue
-            share = gpu_seconds * len(result.seeds) / total_items
-            planned = dataclasses.asdict(result.planned) if result.planned is not None else None
-            self.sink.complete(job, result.seeds, encoded, share, planned)
+                self._finish_one(job, result, gpu_seconds * len(result.seeds) / total_items)
+            except Exception:  # a failing report must not lose the other tasks' results
+                log.exception(kv("task.finish_failed", taskUUID=job.uuid))
+
+    def _finish_one(self, job: Job, result: GenerationResult, gpu_seconds: float) -> None:
+        if self.sink.is_cancelled(job.uuid):
+            self.sink.cancelled(job.uuid)
+            return
+        try:
+            encoded = [encode_result(job.task, item, result.sample_rate) for item in result.audio]
+        except Exception as exc:
+            log.exception(kv("encode.failed", taskUUID=job.uuid))
+            self.sink.fail(job.uuid, INFERENCE_ERROR, f"could not encode the result as {job.task.output_format}: {exc}")
+            return
+        planned = dataclasses.asdict(result.planned) if result.planned is not None else None
+        self.sink.complete(job, result.seeds, encoded, gpu_seconds, planned)
 
     def _failure_message(self, uuid: str, exc: Exception) -> str:
         """What a task that failed alone is told."""
