@@ -148,6 +148,12 @@ def test_a_worker_frozen_past_its_lease_cannot_overwrite_the_retry(cluster, tmp_
     assert files == sorted(f"{r.audio_uuid}.wav" for r in after.results)  # the stale run's file was removed
 
 
+def status(client, sent: dict) -> str | None:
+    """The task's status as getResponse tells it (None while the task is unknown)."""
+    items = client.post("/v1", json=[{"taskType": "getResponse", "taskUUID": sent["taskUUID"]}]).json().get("data")
+    return items[0]["status"] if items else None
+
+
 def test_a_websocket_session_resumes_on_another_api_node_with_its_owed_result(tmp_path, tiny_root):
     """The socket's node goes away while the client waits for a sync result; the client
     authenticates on another node with its connectionSessionUUID and gets the result there."""
@@ -164,10 +170,10 @@ def test_a_websocket_session_resumes_on_another_api_node_with_its_owed_result(tm
             session = ws.receive_json()["data"][0]["connectionSessionUUID"]
             sent = task(positivePrompt="resumed elsewhere", duration=30, steps=2, outputFormat="WAV", seed=3)
             ws.send_json([sent])  # sync: the client waits for the result frame ...
+            wait_for(lambda: status(node_b, sent) == "processing", 30, "node A to store the task")
         worker.start()  # ... which comes after node A's socket is gone
         try:
-            wait_for(lambda: node_b.post("/v1", json=[{"taskType": "getResponse", "taskUUID": sent["taskUUID"]}])
-                     .json()["data"][0]["status"] == "success", 120, "the worker to finish")
+            wait_for(lambda: status(node_b, sent) == "success", 120, "the worker to finish")
             with node_b.websocket_connect("/v1") as ws:
                 ws.send_json([{"taskType": "authentication", "apiKey": "any", "connectionSessionUUID": session}])
                 assert ws.receive_json()["data"][0]["connectionSessionUUID"] == session
