@@ -8,7 +8,10 @@ the DiT steps (CFG: a doubled batch on every step), VAE decode, MP3 encode -- af
 (which, with compile, is the compilation: reported as `warmup_s`). It prints one JSON line per
 configuration and shape as it goes, then a table. diffusers' `AceStepPipeline` runs on the very
 same module instances, all switches off (its own eager forward), once per shape, as the reference.
-Memory tiers (`--tiers`) run 75 s / batch 1 each and report their peak memory.
+Memory tiers (`--tiers`) run 75 s / batch 1 each and report their peak memory. `--overlap-batches
+N` runs N batches of 75 s / batch 1 back to back as the server's worker does, twice: the VAE
+decode + MP3 encode of each batch on a finisher thread (its own CUDA stream) while the next batch
+samples, then everything in turn (`decode_beside_sampling` on and off).
 
 FLOPs are counted from the shapes (`dit_flops`), per DiT forward of one batch row with S = ⌈T/2⌉
 tokens (T latent frames), L condition tokens, hidden D, query width Q = heads·head_dim, key/value
@@ -37,6 +40,7 @@ import json
 import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,8 +51,9 @@ from generation import CAPTION, LYRICS, build  # noqa: E402
 
 from cantata.audio.codecs import encode  # noqa: E402
 from cantata.models.device import resolve_device, resolve_dtype  # noqa: E402
-from cantata.models.speed import SpeedOptions, apply_speed  # noqa: E402
-from cantata.models.speed.memory import TIERS, apply_tier  # noqa: E402
+from cantata.models.speed import SpeedOptions, apply_speed, default_options  # noqa: E402
+from cantata.models.speed.memory import apply_tier  # noqa: E402
+from cantata.models.vocabulary import MEMORY_TIERS  # noqa: E402
 from cantata.models.tiny import dit_config, random_dit  # noqa: E402
 from cantata.pipeline import GenerationRequest  # noqa: E402
 from cantata.pipeline.decode import decode_latents  # noqa: E402
@@ -136,6 +141,38 @@ def run_cantata(pipe, reqs) -> tuple[dict[str, float], torch.Tensor, int]:
     return {"text": t1 - t0, "dit": t2 - t1, "vae": t3 - t2, "mp3": t4 - t3, "total": t4 - t0}, latents.float().cpu(), cond
 
 
+def run_worker_loop(pipe, batches: list[list[GenerationRequest]], beside: bool) -> float:
+    """Seconds for `batches` back to back the way `jobs.worker.ModelWorker` runs them: with
+    `beside`, each batch's decode + MP3 encode on one finisher thread while the next batch
+    samples (one batch in flight at a time); without, all in turn."""
+    pipe.decode_beside_sampling = beside
+    dev = pipe.device
+
+    def finish(items) -> None:
+        for item in items:
+            for audio in pipe.decode(item).audio:
+                encode(audio.numpy(), 48000, "MP3", bitrate_kbps=192)
+
+    sync(dev)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(1) as finisher:
+        pending = None
+        for reqs in batches:
+            items = pipe.sample_batch(reqs)
+            if dev.type == "cuda":
+                torch.cuda.current_stream(dev).synchronize()
+            if not beside:
+                finish(items)
+                continue
+            if pending is not None:
+                pending.result()
+            pending = finisher.submit(finish, items)
+        if pending is not None:
+            pending.result()
+    sync(dev)
+    return time.perf_counter() - t0
+
+
 def run_diffusers(pipe, reqs, device) -> float:
     from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
 
@@ -196,7 +233,9 @@ def main() -> None:
     ap.add_argument("--long-batch1-only", action="store_true", help="the longest duration only at batch 1 (time budget)")
     ap.add_argument("--configs", nargs="*", help=f"default: all on CUDA, {' '.join(CPU_CONFIGS)} on CPU; "
                     "quantized ones report their rel L2 against 'off' when it runs before them")
-    ap.add_argument("--tiers", nargs="*", default=None, help=f"memory tiers to run (default: all on CUDA, none on CPU): {' '.join(TIERS)}")
+    ap.add_argument("--tiers", nargs="*", default=None, help=f"memory tiers to run (default: all on CUDA, none on CPU): {' '.join(MEMORY_TIERS)}")
+    ap.add_argument("--overlap-batches", type=int, default=0, help="time N batches as the worker runs them, "
+                    "decode beside sampling on and off (default 0: not run)")
     ap.add_argument("--no-diffusers", action="store_true")
     ap.add_argument("--peak-tflops", type=float)
     ap.add_argument("--threads", type=int, help="torch CPU threads")
@@ -210,7 +249,7 @@ def main() -> None:
     durations, batches, steps = SIZE_DEFAULTS[args.size]
     durations, batches, steps = args.durations or durations, args.batches or batches, args.steps or steps
     configs = args.configs if args.configs is not None else (list(CONFIGS) if device.type == "cuda" else list(CPU_CONFIGS))
-    tiers = args.tiers if args.tiers is not None else (list(TIERS) if device.type == "cuda" else [])
+    tiers = args.tiers if args.tiers is not None else (list(MEMORY_TIERS) if device.type == "cuda" else [])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     shapes = [(d, b) for d in durations for b in batches
@@ -277,6 +316,18 @@ def main() -> None:
             emit(results[-1])
             if device.type == "cuda":
                 pipe.vae.to(device), pipe.conditioner.text_encoder.to(device)
+        if args.overlap_batches:
+            fresh_dit(pipe, args, device, dtype)
+            pipe.residency = type(pipe.residency)(device)
+            apply_speed(pipe.dit.transformer, default_options(device))
+            d = min(durations, key=lambda x: abs(x - 75))
+            batches = [requests(d, 1, steps) for _ in range(args.overlap_batches)]
+            run_worker_loop(pipe, batches[:1], beside=False)  # warm-up
+            for beside in (True, False):
+                seconds = run_worker_loop(pipe, batches, beside)
+                results.append({"config": f"worker:decode-{'beside' if beside else 'between'}", "duration_s": d,
+                                "batch": 1, "batches": len(batches), "steps": steps, "seconds": round(seconds, 4)})
+                emit(results[-1])
     print_table(results, header)
 
 
@@ -286,6 +337,8 @@ def print_table(results: list[dict], header: dict) -> None:
     print("| config | s | batch | text | DiT | VAE | MP3 | total | diffusers/ours | tokens/s | TFLOP/s | MFU | peak GiB | rel L2 vs off | warm-up s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        if r.get("config", "").startswith("worker:"):
+            continue
         if "error" in r:
             print(f"| {r['config']} | error: {r['error'][:80]} |")
             continue
@@ -299,6 +352,14 @@ def print_table(results: list[dict], header: dict) -> None:
         print(f"| {r['config']} | {r['duration_s']:g} | {r['batch']} | {s['text']:.3f} | {s['dit']:.3f} | {s['vae']:.3f} | "
               f"{s['mp3']:.3f} | {s['total']:.3f} | {ratio} | {r['tokens_per_s']:.0f} | {r['tflop_per_s']:.2f} | "
               f"{fmt(r['mfu'], '.1%')} | {fmt(r['peak_mem_gib'], '.2f')} | {fmt(r['latents_rel_l2_vs_off'], '.2e')} | {r['warmup_s']:.1f} |")
+    loops = {r["config"]: r for r in results if r.get("config", "").startswith("worker:") and "seconds" in r}
+    if loops:
+        print("\n| worker loop | s | batches | steps | seconds | between/beside |")
+        print("|---|---:|---:|---:|---:|---:|")
+        between = loops.get("worker:decode-between", {}).get("seconds")
+        for name, r in loops.items():
+            ratio = f"{between / r['seconds']:.2f}" if between else ""
+            print(f"| {name[7:]} | {r['duration_s']:g} | {r['batches']} | {r['steps']} | {r['seconds']:.3f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check of issue 9 in one go: install, run every configuration of bench/gpu.py on
 # full XL SFT shapes (75 s and 240 s, 50 steps, CFG; batch 1 and 4 at 75 s, batch 1 at 240 s),
-# every memory tier, diffusers' AceStepPipeline on the same modules; writes bench/gpu-results.jsonl
+# every memory tier, diffusers' AceStepPipeline on the same modules, the worker's decode overlap; writes bench/gpu-results.jsonl
 # and bench/gpu-table.md (paste the table into bench/RESULTS.md). Budget: 8 minutes on one H200.
 #
 #   bench/gpu.sh fetch     # on a machine with pip access: the wheels the GPU image lacks, into .whl/
@@ -49,7 +49,8 @@ start=$SECONDS
 left() { echo $(( BUDGET_S - (SECONDS - start) )); }
 run "$(left)" --configs off sdpa sdpa+fused flex+fused --tiers
 run "$(left)" --no-diffusers --configs off flex+fused+compile flex+fused+compile+graphs sdpa+fused+int8 sdpa+fused+fp8 --tiers
-run "$(left)" --no-diffusers --configs --durations 75 --batches 1 --tiers high balanced low offload --steps 8
+run "$(left)" --no-diffusers --configs --durations 75 --batches 1 --tiers high balanced low offload --steps 8 \
+  --overlap-batches 4
 $PY - "$RESULTS" > "$OUT_DIR/gpu-table.md" <<'PY'
 import json, sys
 sys.path.insert(0, "bench")

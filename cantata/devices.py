@@ -40,14 +40,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class DeviceWorkers:
     def __init__(self, config) -> None:
         self.config = config
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[int, subprocess.Popen] = {}  # by slot: a device may be named twice (cpu,cpu)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for device in self.config.devices:
-            thread = threading.Thread(target=self._keep_running, args=(device,), name=f"cantata-device-{device}",
-                                      daemon=True)
+        for slot, device in enumerate(self.config.devices):
+            thread = threading.Thread(target=self._keep_running, args=(slot, device),
+                                      name=f"cantata-device-{slot}-{device}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -55,12 +55,12 @@ class DeviceWorkers:
         worker = self.config.replace(devices=(), role="worker", device=device)
         return {**os.environ, **worker.as_environment()}
 
-    def _keep_running(self, device: str) -> None:
+    def _keep_running(self, slot: int, device: str) -> None:
         pause = _FIRST_PAUSE
         while not self._stop.is_set():
             proc = subprocess.Popen([sys.executable, "-m", "cantata.cli", "worker"], env=self._environment(device),
                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-            self._procs[device] = proc
+            self._procs[slot] = proc
             log.info(kv("device.worker_started", device=device, pid=proc.pid))
             code = proc.wait()
             if self._stop.is_set():
@@ -74,9 +74,9 @@ class DeviceWorkers:
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for device, proc in self._procs.items():
+        for slot, proc in self._procs.items():
             try:
                 proc.wait(grace + 10)
             except subprocess.TimeoutExpired:
-                log.warning(kv("device.worker_killed", device=device, pid=proc.pid))
+                log.warning(kv("device.worker_killed", device=self.config.devices[slot], pid=proc.pid))
                 proc.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -45,14 +46,14 @@ def _engine(tmp_path, loader) -> Engine:
 
 
 def _recording_batches(pipe: CantataPipeline) -> list[int]:
-    """Record the size of every `generate_batch` call the worker makes."""
-    sizes, generate_batch = [], pipe.generate_batch
+    """Record the size of every `sample_batch` call the worker makes."""
+    sizes, sample_batch = [], pipe.sample_batch
 
     def recorded(requests, **kw):
         sizes.append(len(requests))
-        return generate_batch(requests, **kw)
+        return sample_batch(requests, **kw)
 
-    pipe.generate_batch = recorded
+    pipe.sample_batch = recorded
     return sizes
 
 
@@ -76,7 +77,7 @@ def test_a_task_the_tokenizer_rejects_fails_alone_and_its_batch_mates_get_their_
             wait_for(lambda t=t: engine.view(t.task_uuid).finished, 120, f"task {t.task_uuid}")
     finally:
         engine.stop(grace=30)
-        del xl.generate_batch
+        del xl.sample_batch
     assert sizes == [3, 1, 1, 1]  # one batch of three, then each task alone
 
     failed = engine.view(bob.task_uuid)
@@ -96,15 +97,19 @@ def test_a_task_the_tokenizer_rejects_fails_alone_and_its_batch_mates_get_their_
 # -- the worker's rules, with a stand-in pipeline --------------------------------------------------
 
 class _Pipeline:
-    """generate_batch stand-in: steps through `steps`, then fails when `fail(requests)` gives an
-    error, else returns 0.1 for every sample of every seed."""
+    """sample_batch stand-in: steps through `steps`, then fails when `fail(requests)` gives an
+    error, else returns 0.1 for every sample of every seed; `decode` fails a request when
+    `fail_decode(request_caption)` gives an error."""
 
-    def __init__(self, fail, steps: int = 4):
+    decode_beside_sampling = True  # results are handed to the worker's finisher as they come
+
+    def __init__(self, fail, steps: int = 4, fail_decode=lambda caption: None):
         self.fail = fail
+        self.fail_decode = fail_decode
         self.steps = steps
         self.calls = []
 
-    def generate_batch(self, requests, on_step=None, cancelled=None):
+    def sample_batch(self, requests, on_step=None, cancelled=None):
         self.calls.append([r.caption for r in requests])
         for i in range(self.steps):
             if cancelled():
@@ -113,8 +118,14 @@ class _Pipeline:
         error = self.fail(requests)
         if error is not None:
             raise error
-        return [GenerationResult(audio=torch.full((len(r.seeds), 2, SR), 0.1), sample_rate=SR, seeds=r.seeds,
-                                 latents=torch.zeros(len(r.seeds), 25, 64)) for r in requests]
+        return [SimpleNamespace(caption=r.caption, seeds=r.seeds) for r in requests]
+
+    def decode(self, item, cancelled=None):
+        error = self.fail_decode(item.caption)
+        if error is not None:
+            raise error
+        return GenerationResult(audio=torch.full((len(item.seeds), 2, SR), 0.1), sample_rate=SR, seeds=item.seeds,
+                                latents=torch.zeros(len(item.seeds), 25, 64))
 
 
 class _Sink:
@@ -159,20 +170,36 @@ def _tasks(*captions):
     return [dataclasses.replace(validated(positivePrompt=c), seed=i + 1) for i, c in enumerate(captions)]
 
 
-def test_an_unusable_item_fails_alone_and_progress_never_goes_back(tmp_path):
-    """A failure found after the last step (silent or NaN audio) costs the batch-mates a rerun,
-    during which their progress holds where the failed batch left it."""
-    tasks = _tasks("good one", "silent one", "good two")
-    silent = _Pipeline(lambda rs: GenerationFailed("the model produced silent audio")
-                       if any(r.caption == "silent one" for r in rs) else None)
+def test_a_batch_whose_sampling_fails_reruns_each_alone_and_progress_never_goes_back(tmp_path):
+    """A failure of the shared DiT batch costs the batch-mates a rerun, during which their
+    progress holds where the failed batch left it."""
+    tasks = _tasks("good one", "bad one", "good two")
+    pipeline = _Pipeline(lambda rs: RuntimeError("the tokenizer refused")
+                         if any(r.caption == "bad one" for r in rs) else None)
     sink = _Sink(tasks)
-    _worker(tmp_path, silent, sink).run_batch([])
-    assert silent.calls == [["good one", "silent one", "good two"], ["good one"], ["silent one"], ["good two"]]
+    _worker(tmp_path, pipeline, sink).run_batch([])
+    assert pipeline.calls == [["good one", "bad one", "good two"], ["good one"], ["bad one"], ["good two"]]
     good, bad, other = (t.task_uuid for t in tasks)
-    assert sink.failed == {bad: ("inferenceError", "generation failed: the model produced silent audio")}
+    assert sink.failed == {bad: ("inferenceError", "internal error while generating: RuntimeError: the tokenizer refused")}
     assert sink.done == {good: [1], other: [3]}
     for uuid in (good, bad, other):
         assert sink.progress[uuid] == [0.25, 0.5, 0.75, 1.0]  # the reruns report nothing below 100 %
+
+
+@pytest.mark.parametrize("beside", [True, False], ids=["decode-on-finisher", "decode-between-batches"])
+def test_an_item_whose_decode_fails_fails_alone_without_a_rerun(tmp_path, beside):
+    """Silent or NaN audio shows only once a request's latents are decoded: that task fails, its
+    batch-mates' latents are theirs already, nothing is sampled again."""
+    tasks = _tasks("good one", "silent one", "good two")
+    pipeline = _Pipeline(lambda rs: None, fail_decode=lambda caption: GenerationFailed(
+        "the model produced silent audio") if caption == "silent one" else None)
+    pipeline.decode_beside_sampling = beside
+    sink = _Sink(tasks)
+    _worker(tmp_path, pipeline, sink).run_batch([])
+    assert pipeline.calls == [["good one", "silent one", "good two"]]
+    good, bad, other = (t.task_uuid for t in tasks)
+    assert sink.failed == {bad: ("inferenceError", "generation failed: the model produced silent audio")}
+    assert sink.done == {good: [1], other: [3]}
 
 
 def test_shutdown_during_the_reruns_requeues_instead_of_failing(tmp_path):
@@ -263,3 +290,53 @@ def test_a_batchs_results_are_stored_while_the_next_batch_runs(tmp_path):
     release.set()
     thread.join(10)
     assert list(sink.done.items()) == [(first[0].task_uuid, [1]), (second[0].task_uuid, [1])]  # in order
+
+
+def test_the_vae_decodes_one_batch_on_the_finisher_while_the_next_batch_samples(tmp_path, xl, monkeypatch):
+    """`decode_beside_sampling` (a GPU in the `high` tier; forced here on the CPU): the first
+    batch's VAE decode cannot start before the second batch is sampling, it runs on the finisher
+    thread, and every stored file is the task's solo result."""
+    first, second = [dataclasses.replace(validated(positivePrompt=c, duration=30), seed=s)
+                     for c, s in (("first song", 1), ("second song", 2))]
+    second_sampling = threading.Event()
+    decode_threads = []
+
+    class OrderedSink(_Sink):
+        def __init__(self, tasks):
+            super().__init__(tasks)
+            self.stored = {}
+
+        def begin(self, batch):
+            return [job for job in self.jobs if job.uuid == batch[0]]
+
+        def complete(self, job, seeds, audio, gpu_seconds, planned=None):
+            self.stored[job.uuid] = audio[0].data
+            super().complete(job, seeds, audio, gpu_seconds, planned)
+
+    sample_batch, vae_decode = xl.sample_batch, xl.vae.decode
+
+    def sampling(requests, **kw):
+        if requests[0].caption == "second song":
+            second_sampling.set()
+        return sample_batch(requests, **kw)
+
+    def decoding(z, *a, **kw):
+        decode_threads.append(threading.current_thread().name)
+        assert second_sampling.wait(60), "the first batch's decode waited for nothing"
+        return vae_decode(z, *a, **kw)
+
+    monkeypatch.setattr(xl, "decode_beside_sampling", True)
+    sink = OrderedSink([first, second])
+    worker = _worker(tmp_path, xl, sink)
+    xl.sample_batch, xl.vae.decode = sampling, decoding
+    try:
+        worker.run_batch([first.task_uuid], overlap=True)  # returns with its decode still to come
+        worker.run_batch([second.task_uuid], overlap=True)
+        worker.wait_finished()
+    finally:
+        del xl.sample_batch, xl.vae.decode
+    assert list(sink.done) == [first.task_uuid, second.task_uuid] and not sink.failed
+    assert decode_threads and all(name.startswith("cantata-finish-") for name in decode_threads)
+    for t in (first, second):
+        solo = xl.generate(generation_request(t))
+        assert sink.stored[t.task_uuid] == encode_result(t, solo.audio[0], SR).data

@@ -193,9 +193,9 @@ class GatedPipeline:
         self.pipeline = pipeline
         self.gate = gate
 
-    def generate_batch(self, *args, **kwargs):
+    def sample_batch(self, *args, **kwargs):
         assert self.gate.wait(120), "the test never opened the gate"
-        return self.pipeline.generate_batch(*args, **kwargs)
+        return self.pipeline.sample_batch(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.pipeline, name)

@@ -341,13 +341,18 @@ def test_graceful_shutdown_requeues_an_unfinished_batch_without_counting_it(tmp_
 
 
 class _FakePipeline:
-    """generate_batch stand-in: fails as told, else returns one quiet second per seed."""
+    """sample_batch stand-in: fails as told, else returns one quiet second per seed."""
 
     def __init__(self, fail_when=lambda requests: None):
         self.calls = []
         self.fail_when = fail_when
 
-    def generate_batch(self, requests, on_step=None, cancelled=None):
+    decode_beside_sampling = True  # results are handed to the worker's finisher as they come
+
+    def decode(self, item, cancelled=None):
+        return item  # `sample_batch` made the audio already
+
+    def sample_batch(self, requests, on_step=None, cancelled=None):
         from cantata.pipeline.request import GenerationResult
 
         self.calls.append(len(requests))

@@ -28,9 +28,9 @@ class TurnstilePipeline:
         self.pipeline = pipeline
         self.turns = turns
 
-    def generate_batch(self, *args, **kwargs):
+    def sample_batch(self, *args, **kwargs):
         assert self.turns.acquire(timeout=120), "the test never let this batch run"
-        return self.pipeline.generate_batch(*args, **kwargs)
+        return self.pipeline.sample_batch(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.pipeline, name)

@@ -27,7 +27,7 @@ LEASE = 1.0  # seconds; renewed every third of it
 
 
 class StandIn:
-    """generate_batch stand-in: `steps` steps, each waiting for `gate` (a frozen process is a
+    """sample_batch stand-in: `steps` steps, each waiting for `gate` (a frozen process is a
     closed gate); every sample of its results is `level`, so whose result was kept is visible."""
 
     def __init__(self, level: float, steps: int = 3, step_seconds: float = 0.0) -> None:
@@ -39,7 +39,12 @@ class StandIn:
         self.calls: list[list[str]] = []
         self.stopped_at: list[int] = []
 
-    def generate_batch(self, requests, on_step=None, cancelled=None):
+    decode_beside_sampling = True  # results are handed to the worker's finisher as they come
+
+    def decode(self, item, cancelled=None):
+        return item  # `sample_batch` made the audio already
+
+    def sample_batch(self, requests, on_step=None, cancelled=None):
         self.calls.append([r.caption for r in requests])
         for i in range(self.steps):
             self.gate.wait()

@@ -3,10 +3,13 @@ weights are quantized -- and `choose_tier` fits XL SFT on 12, 16 and 24 GB cards
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
+from torch import nn
 
-from cantata.models.speed.memory import apply_tier, choose_tier, tier_bytes
+from cantata.models.speed.memory import Residency, apply_tier, choose_tier, decode_beside_sampling, tier_bytes
 from cantata.models.vocabulary import MEMORY_TIERS
 from cantata.pipeline import CantataPipeline, GenerationRequest
 
@@ -54,3 +57,61 @@ def test_tiers_need_less_memory_in_order():
     assert needs == sorted(needs, reverse=True)
     with pytest.raises(ValueError, match="auto, high, balanced, low, offload"):
         tier_bytes("xl-sft", "medium")
+
+
+@pytest.mark.parametrize("device, tier, beside", [("cuda", "high", True), ("cuda", "balanced", False),
+                                                  ("cuda", "low", False), ("cuda", "offload", False),
+                                                  ("cpu", "high", False)])
+def test_the_vae_decodes_beside_sampling_only_on_a_gpu_that_keeps_everything_resident(device, tier, beside):
+    assert decode_beside_sampling(torch.device(device), tier) is beside
+
+
+def test_apply_tier_sets_where_the_worker_decodes(tiny_root):
+    pipe = CantataPipeline.from_pretrained(tiny_root, "xl-sft", device="cpu", dtype="fp32", download=False)
+    assert pipe.decode_beside_sampling is False  # a CPU decodes between batches
+    pipe.decode_beside_sampling = True
+    apply_tier(pipe, "balanced")
+    assert pipe.decode_beside_sampling is False
+
+
+class _Placed(nn.Module):
+    """Records where `Residency` sends it (two devices without a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.moves = []
+
+    def to(self, device):
+        self.moves.append(str(device))
+        return self
+
+
+def test_residency_parks_a_module_two_threads_use_only_when_the_last_one_leaves():
+    """The worker's finisher decodes with the VAE while the worker thread encodes a source with
+    it: the first user's exit must not pull it off the device under the second."""
+    vae = _Placed()
+    residency = Residency(torch.device("cuda"), (vae,), parking="cpu")
+    assert vae.moves == ["cpu"]
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen_after_first_left = []
+
+    def first():
+        with residency.using(vae):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second():
+        first_in.wait(10)
+        with residency.using(vae):
+            second_in.set()
+            first_out.wait(10)
+            seen_after_first_left.extend(vae.moves)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen_after_first_left == ["cpu", "cuda"]  # moved in once, still in after the first left
+    assert vae.moves == ["cpu", "cuda", "cpu"]  # parked once, by the last user

@@ -7,17 +7,23 @@ asked and hands the files back to the engine (`complete` / `fail`). Persisting, 
 cancelling are the engine's business.
 
 Batches: a batch arrives already compatible (the picker groups tasks by `pipeline.batch_key`, the
-one rule the pipeline's `generate_batch` also checks) and is one `generate_batch` call. A batch
-of several tasks that fails for any reason but
-cancellation (out of GPU memory together, or one task's input the model cannot take) runs again
-one task at a time: every item of a batch equals its solo run, so the batch-mates get exactly
-their results and only a task that fails alone reports the error. GPU time is measured per call
-(after a CUDA sync) and shared between its tasks in proportion to the results they asked for.
+one rule the pipeline's `sample_batch` also checks) and is one `sample_batch` call. A batch of
+several tasks whose sampling fails for any reason but cancellation (out of GPU memory together,
+or one task's input the model cannot take) runs again one task at a time: every item of a batch
+equals its solo run, so the batch-mates get exactly their results and only a task that fails
+alone reports the error. GPU time is measured per call
+(after a CUDA sync) and shared between its tasks in proportion to the results they asked for;
+each task's own decode is added to its share.
 
-Overlap: encoding a batch's results (MP3/OGG/FLAC, on the CPU) and storing them runs on a
-finisher thread while the worker goes on with the next batch's DiT steps. One batch is finished
-at a time, in order: a batch's results are handed over only once the previous batch's are stored,
-which also bounds the decoded audio held in memory to two batches.
+Overlap: a batch is sampled here (`pipeline.sample_batch`: planner, conditioning, DiT steps);
+decoding its latents (`pipeline.decode`), encoding the audio (MP3/OGG/FLAC, on the CPU) and
+storing it run on a finisher thread while the worker goes on with the next batch's DiT steps. The
+VAE decode joins the finisher only where the pipeline says it may run beside sampling
+(`speed.memory.decode_beside_sampling`: a GPU in the `high` tier, on a CUDA stream of its own);
+elsewhere it runs here, between batches. One batch is finished at a time, in order: a batch is
+handed over only once the previous batch's results are stored, which also bounds the latents and
+audio held in memory to two batches. A task whose decode fails or is cancelled reports that
+alone: its batch-mates' latents are theirs already.
 """
 
 from __future__ import annotations
@@ -200,13 +206,13 @@ class ModelWorker(threading.Thread):
         return generation_request(task, source=source, references=refs)
 
     def _generate(self, group: list[tuple[Job, GenerationRequest]], progress_floor: float = 0.0) -> None:
-        """Run one group and report each task; a failed group of several runs again one task at a
-        time, so only a task that fails alone gets the error (see the module docstring)."""
+        """Sample one group and hand it to the finisher; a group of several that fails runs again
+        one task at a time, so only a task that fails alone gets the error (module docstring)."""
         uuids = [job.uuid for job, _ in group]
         progress = _Progress(self.sink, uuids, progress_floor)
         started = time.perf_counter()
         try:
-            results = self._run_pipeline([request for _, request in group], uuids, progress)
+            sampled = self._sample([request for _, request in group], uuids, progress)
         except GenerationCancelled:
             if self._abort.is_set():
                 self.sink.interrupted(uuids)
@@ -224,21 +230,55 @@ class ModelWorker(threading.Thread):
                 return
             self.sink.fail(uuids[0], INFERENCE_ERROR, self._failure_message(uuids[0], exc))
             return
-        gpu_seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        total_items = sum(len(s.seeds) for s in sampled) or 1
+        finishes = [_Finish(job, item, seconds * len(item.seeds) / total_items)
+                    for (job, _), item in zip(group, sampled)]
+        if not self.pipeline.decode_beside_sampling:
+            for finish in finishes:
+                self._decode(finish)
         self.wait_finished()  # the previous batch's results are stored first
-        self._finishing = self._finisher.submit(self._finish, group, results, gpu_seconds)
+        self._finishing = self._finisher.submit(self._finish, finishes)
 
-    def _finish(self, group: list[tuple[Job, GenerationRequest]], results: list[GenerationResult],
-                gpu_seconds: float) -> None:
-        """Encode and hand over each task's results (on the finisher thread; never raises)."""
-        total_items = sum(len(r.seeds) for r in results) or 1
-        for (job, _), result in zip(group, results):
+    def _finish(self, finishes: list[_Finish]) -> None:
+        """Decode (if not done yet), encode and hand over each task's results (on the finisher
+        thread; never raises)."""
+        for finish in finishes:
             try:
-                self._finish_one(job, result, gpu_seconds * len(result.seeds) / total_items)
+                if finish.result is None and not finish.reported:
+                    self._decode(finish)
+                if not finish.reported:
+                    self._finish_one(finish)
             except Exception:  # a failing report must not lose the other tasks' results
-                log.exception(kv("task.finish_failed", taskUUID=job.uuid))
+                log.exception(kv("task.finish_failed", taskUUID=finish.job.uuid))
 
-    def _finish_one(self, job: Job, result: GenerationResult, gpu_seconds: float) -> None:
+    def _decode(self, finish: _Finish) -> None:
+        """Latents -> audio for one task; a failure or cancellation is reported for that task alone."""
+        uuid = finish.job.uuid
+        started = time.perf_counter()
+        try:
+            # The audio comes back on the CPU: the decode's GPU work is done when this returns.
+            finish.result = self.pipeline.decode(finish.sampled, cancelled=lambda: self._task_stopped(uuid))
+        except GenerationCancelled:
+            self._report_stopped(uuid)
+            finish.reported = True
+        except Exception as exc:
+            _free_gpu_memory()
+            self.sink.fail(uuid, INFERENCE_ERROR, self._failure_message(uuid, exc))
+            finish.reported = True
+        finish.gpu_seconds += time.perf_counter() - started
+
+    def _task_stopped(self, uuid: str) -> bool:
+        return self._abort.is_set() or self.sink.is_cancelled(uuid)
+
+    def _report_stopped(self, uuid: str) -> None:
+        if self._abort.is_set():
+            self.sink.interrupted([uuid])
+        else:
+            self.sink.cancelled(uuid)
+
+    def _finish_one(self, finish: _Finish) -> None:
+        job, result = finish.job, finish.result
         if self.sink.is_cancelled(job.uuid):
             self.sink.cancelled(job.uuid)
             return
@@ -249,7 +289,7 @@ class ModelWorker(threading.Thread):
             self.sink.fail(job.uuid, INFERENCE_ERROR, f"could not encode the result as {job.task.output_format}: {exc}")
             return
         planned = dataclasses.asdict(result.planned) if result.planned is not None else None
-        self.sink.complete(job, result.seeds, encoded, gpu_seconds, planned)
+        self.sink.complete(job, result.seeds, encoded, finish.gpu_seconds, planned)
 
     def _failure_message(self, uuid: str, exc: Exception) -> str:
         """What a task that failed alone is told."""
@@ -260,16 +300,29 @@ class ModelWorker(threading.Thread):
         log.exception(kv("task.crashed", model=self.model, taskUUID=uuid))
         return f"internal error while generating: {type(exc).__name__}: {exc}"
 
-    def _run_pipeline(self, requests: list[GenerationRequest], uuids: list[str],
-                      progress: _Progress) -> list[GenerationResult]:
+    def _sample(self, requests: list[GenerationRequest], uuids: list[str], progress: _Progress) -> list:
         def cancelled() -> bool:
             return self._abort.is_set() or all(self.sink.is_cancelled(u) for u in uuids)
 
-        results = self.pipeline.generate_batch(requests, on_step=progress, cancelled=cancelled)
+        sampled = self.pipeline.sample_batch(requests, on_step=progress, cancelled=cancelled)
         device = getattr(self.pipeline, "device", None)
         if isinstance(device, torch.device) and device.type == "cuda":
-            torch.cuda.synchronize(device)  # count the GPU work, not just its launch
-        return results
+            # Count the DiT's GPU work, not just its launch (this stream only: a decode running
+            # beside it on its own stream is counted by `_decode`).
+            torch.cuda.current_stream(device).synchronize()
+        return sampled
+
+
+@dataclass
+class _Finish:
+    """One task of a sampled batch on its way to the store: its latents, then (once decoded) its
+    audio, and the GPU seconds it has cost so far."""
+
+    job: Job
+    sampled: Any  # `pipeline.Sampled`
+    gpu_seconds: float
+    result: GenerationResult | None = None
+    reported: bool = False  # failed or cancelled while decoding: the sink knows already
 
 
 class _Progress:

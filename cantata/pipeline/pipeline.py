@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ..models.adapters.registry import AdapterCache
 from ..models.checkpoint import default_root, ensure_checkpoint
 from ..models.device import resolve_device, resolve_dtype
 from ..models.speed import SpeedOptions, apply_speed, default_options
-from ..models.speed.memory import Residency
+from ..models.speed.memory import Residency, decode_beside_sampling
 from ..models.text_encoder import load_text_encoder
 from ..models.vae import load_vae
 from ..models.variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, get_variant
@@ -22,7 +23,7 @@ from .conditioning import Conditioner
 from .decode import decode_latents, finish_audio, splice_source
 from .latents import seeded_noise
 from .planning import Prepared, prepare
-from .request import SAMPLE_RATE, GenerationFailed, GenerationRequest, GenerationResult
+from .request import SAMPLE_RATE, GenerationFailed, GenerationRequest, GenerationResult, PlannedMetadata
 from .batch_key import batch_key
 from .cancel import CancelCheck
 from .sampler import Phase, SamplerPlan, StepCallback, sample
@@ -32,6 +33,19 @@ log = logging.getLogger(__name__)
 
 SILENCE_PEAK = 1e-6
 ADAPTER_CACHE_BYTES = 2 * 2**30  # loaded adapters kept on the device (the server sets its own budget)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """One request's final latents, not yet decoded (`CantataPipeline.sample_batch`)."""
+
+    prep: Prepared
+    latents: torch.Tensor  # [seeds, frames, 64] on the device, in the model dtype
+    planned: PlannedMetadata | None  # what the planner decided; None when it did not run
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.prep.seeds
 
 
 class CantataPipeline:
@@ -44,6 +58,10 @@ class CantataPipeline:
         self.adapter_cache = AdapterCache(dit.transformer, ADAPTER_CACHE_BYTES)
         self.residency = Residency(dit.device)  # what `speed.memory.apply_tier` keeps off the GPU
         self.memory_tier = "high"
+        # Whether the server decodes a batch while the next one samples (`speed.memory` decides per
+        # device and tier; `apply_tier` sets it).
+        self.decode_beside_sampling = decode_beside_sampling(dit.device, self.memory_tier)
+        self._side_stream = None  # the CUDA stream `decode` runs on beside sampling
 
     @classmethod
     def from_pretrained(cls, root: str | Path | None = None, variant: str = "xl-sft", *,
@@ -93,12 +111,20 @@ class CantataPipeline:
     @torch.no_grad()
     def generate_batch(self, requests: list[GenerationRequest], on_step: StepCallback | None = None,
                        cancelled: CancelCheck | None = None) -> list[GenerationResult]:
-        """Several requests in one DiT batch (equal `batch_key`s), or one request of any kind.
+        """Several requests in one DiT batch (equal `batch_key`s), or one request of any kind:
+        `sample_batch`, then `decode` of each request's latents.
 
-        The planner, when loaded, runs first for the requests that need it (`thinking.plan_requests`).
         Progress and cancellation apply to the whole batch; `cancelled` is polled between planner
         decode steps, between sampler steps and before every VAE window, encode and decode alike.
         """
+        return [self.decode(item, cancelled) for item in self.sample_batch(requests, on_step, cancelled)]
+
+    @torch.no_grad()
+    def sample_batch(self, requests: list[GenerationRequest], on_step: StepCallback | None = None,
+                     cancelled: CancelCheck | None = None) -> list[Sampled]:
+        """Everything up to the final latents, one `Sampled` per request (the server's worker
+        decodes them on its finisher thread while the next batch samples: `decode_beside_sampling`).
+        The planner, when loaded, runs first for the requests that need it (`thinking.plan_requests`)."""
         keys = [self.batch_key(r) for r in requests]
         if len(requests) > 1 and (None in keys or len(set(keys)) > 1):
             raise ValueError("these requests cannot share a batch (different batch_key)")
@@ -110,21 +136,38 @@ class CantataPipeline:
         rows = [selection for prep, selection in zip(preps, selections) for _ in prep.seeds]  # as plan_batch
         with use_adapters(self.dit.transformer, rows=rows):
             latents = sample(self.dit.transformer, x, noise, plan, on_step=on_step, cancelled=cancelled)
-        results, row = [], 0
+        sampled, row = [], 0
         for prep, plan in zip(preps, planned):
             n = len(prep.seeds)
-            mine = latents[row:row + n, :prep.frames]
+            sampled.append(Sampled(prep=prep, latents=latents[row:row + n, :prep.frames], planned=plan))
             row += n
+        return sampled
+
+    @torch.no_grad()
+    def decode(self, item: Sampled, cancelled: CancelCheck | None = None) -> GenerationResult:
+        """One request's latents -> its audio. Thread-safe beside `sample_batch`: with
+        `decode_beside_sampling` on a GPU it runs on a stream of its own, so the VAE's kernels
+        interleave with the next batch's DiT steps instead of queueing behind them."""
+        prep = item.prep
+        with self._decode_stream(), self.residency.using(self.vae):
             # Anti-clip the decoded audio before the splice (as officially), so the source put
             # back outside the window stays exactly the source; then normalize unless spliced.
-            with self.residency.using(self.vae):
-                decoded = decode_latents(self.vae, mine, cancelled=cancelled)
-            audio = finish_audio(decoded[:, :, :prep.samples], normalize_dbfs=None)
-            audio = splice_source(audio, prep.splice) if prep.splice is not None else finish_audio(audio)
-            self._check(audio)
-            results.append(GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=mine.cpu(),
-                                            planned=plan))
-        return results
+            decoded = decode_latents(self.vae, item.latents, cancelled=cancelled)
+        audio = finish_audio(decoded[:, :, :prep.samples], normalize_dbfs=None)
+        audio = splice_source(audio, prep.splice) if prep.splice is not None else finish_audio(audio)
+        self._check(audio)
+        return GenerationResult(audio=audio, sample_rate=SAMPLE_RATE, seeds=prep.seeds, latents=item.latents.cpu(),
+                                planned=item.planned)
+
+    def _decode_stream(self):
+        """On CUDA beside sampling: a side stream that first waits for the work that made the
+        latents; elsewhere the current stream."""
+        if not (self.decode_beside_sampling and self.device.type == "cuda"):
+            return nullcontext()
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        self._side_stream.wait_stream(torch.cuda.default_stream(self.device))
+        return torch.cuda.stream(self._side_stream)
 
     def plan_batch(self, preps: list[Prepared]) -> tuple[SamplerPlan, torch.Tensor]:
         """One plan and one noise tensor for all items; zero padding + lengths when they differ."""

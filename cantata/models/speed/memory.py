@@ -14,6 +14,7 @@ others give the same audio as `high` bit for bit (tested on CPU). The tier names
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -96,25 +97,53 @@ def _check(tier: str) -> str:
     return tier
 
 
+def decode_beside_sampling(device: torch.device, tier: str) -> bool:
+    """Whether the server's worker decodes one batch's latents while the next batch samples.
+
+    Only on a GPU in `high`: the VAE runs on a CUDA stream of its own, its kernels filling the
+    gaps between the DiT's. A CPU has no idle unit to fill (the VAE would take the DiT's cores),
+    and the offloading tiers budget for a VAE that visits alone, while no DiT activations exist
+    (`tier_bytes`), so there the worker decodes between batches.
+    """
+    return torch.device(device).type == "cuda" and _check(tier) == "high"
+
+
 class Residency:
-    """Modules kept off the execution device between uses; `using` brings them in for one."""
+    """Modules kept off the execution device between uses; `using` brings them in for one.
+
+    Thread-safe: the worker's finisher decodes with the VAE while the worker thread may encode a
+    source with it, so each module counts its users and parks only when the last one leaves."""
 
     def __init__(self, device: torch.device, offloaded: tuple[nn.Module, ...] = (), parking: str = "cpu"):
         self.device, self.parking = device, torch.device(parking)
         self.offloaded = list(offloaded)
+        self._users = [0] * len(self.offloaded)
+        self._lock = threading.Lock()
         for module in self.offloaded:
             module.to(self.parking)
 
     @contextmanager
     def using(self, *modules: nn.Module):
-        moved = [m for m in modules if any(m is o for o in self.offloaded)]
-        for module in moved:
-            module.to(self.device)
+        slots = [i for i, o in enumerate(self.offloaded) if any(m is o for m in modules)]
+        self._enter(slots)
         try:
             yield
         finally:
-            for module in moved:
-                module.to(self.parking)
+            self._leave(slots)
+
+    def _enter(self, slots: list[int]) -> None:
+        with self._lock:
+            for i in slots:
+                if self._users[i] == 0:
+                    self.offloaded[i].to(self.device)
+                self._users[i] += 1
+
+    def _leave(self, slots: list[int]) -> None:
+        with self._lock:
+            for i in slots:
+                self._users[i] -= 1
+                if self._users[i] == 0:
+                    self.offloaded[i].to(self.parking)
 
 
 def _stream_blocks(transformer: nn.Module, device: torch.device, parking: torch.device) -> None:
@@ -152,3 +181,4 @@ def apply_tier(pipeline, tier: str, parking: str = "cpu") -> None:
     helpers = () if tier == "high" else (pipeline.conditioner.text_encoder, pipeline.vae)
     pipeline.residency = Residency(device, helpers, parking)
     pipeline.memory_tier = tier
+    pipeline.decode_beside_sampling = decode_beside_sampling(device, tier)
