@@ -292,10 +292,10 @@ def test_a_batchs_results_are_stored_while_the_next_batch_runs(tmp_path):
     assert list(sink.done.items()) == [(first[0].task_uuid, [1]), (second[0].task_uuid, [1])]  # in order
 
 
-def test_the_vae_decodes_one_batch_on_the_finisher_while_the_next_batch_samples(tmp_path, xl, monkeypatch):
-    """`decode_beside_sampling` (a GPU in the `high` tier; forced here on the CPU): the first
-    batch's VAE decode cannot start before the second batch is sampling, it runs on the finisher
-    thread, and every stored file is the task's solo result."""
+def test_the_vae_decodes_one_batch_on_the_finisher_while_the_next_batch_samples(tmp_path, xl):
+    """`decode_beside_sampling` (the `high` tier): the first batch's VAE decode cannot start before
+    the second batch is sampling, it runs on the finisher thread, and every stored file is the
+    task's solo result."""
     first, second = [dataclasses.replace(validated(positivePrompt=c, duration=30), seed=s)
                      for c, s in (("first song", 1), ("second song", 2))]
     second_sampling = threading.Event()
@@ -325,7 +325,7 @@ def test_the_vae_decodes_one_batch_on_the_finisher_while_the_next_batch_samples(
         assert second_sampling.wait(60), "the first batch's decode waited for nothing"
         return vae_decode(z, *a, **kw)
 
-    monkeypatch.setattr(xl, "decode_beside_sampling", True)
+    assert xl.decode_beside_sampling  # `high`, as loaded
     sink = OrderedSink([first, second])
     worker = _worker(tmp_path, xl, sink)
     xl.sample_batch, xl.vae.decode = sampling, decoding

@@ -19,8 +19,8 @@ Overlap: a batch is sampled here (`pipeline.sample_batch`: planner, conditioning
 decoding its latents (`pipeline.decode`), encoding the audio (MP3/OGG/FLAC, on the CPU) and
 storing it run on a finisher thread while the worker goes on with the next batch's DiT steps. The
 VAE decode joins the finisher only where the pipeline says it may run beside sampling
-(`speed.memory.decode_beside_sampling`: a GPU in the `high` tier, on a CUDA stream of its own);
-elsewhere it runs here, between batches. One batch is finished at a time, in order: a batch is
+(`speed.memory.decode_beside_sampling`: the `high` tier; on a GPU on a CUDA stream of its own);
+in the offloading tiers it runs here, between batches. One batch is finished at a time, in order: a batch is
 handed over only once the previous batch's results are stored, which also bounds the latents and
 audio held in memory to two batches. A task whose decode fails or is cancelled reports that
 alone: its batch-mates' latents are theirs already.

@@ -59,8 +59,8 @@ class CantataPipeline:
         self.residency = Residency(dit.device)  # what `speed.memory.apply_tier` keeps off the GPU
         self.memory_tier = "high"
         # Whether the server decodes a batch while the next one samples (`speed.memory` decides per
-        # device and tier; `apply_tier` sets it).
-        self.decode_beside_sampling = decode_beside_sampling(dit.device, self.memory_tier)
+        # tier; `apply_tier` sets it).
+        self.decode_beside_sampling = decode_beside_sampling(self.memory_tier)
         self._side_stream = None  # the CUDA stream `decode` runs on beside sampling
 
     @classmethod

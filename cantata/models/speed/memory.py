@@ -97,15 +97,16 @@ def _check(tier: str) -> str:
     return tier
 
 
-def decode_beside_sampling(device: torch.device, tier: str) -> bool:
+def decode_beside_sampling(tier: str) -> bool:
     """Whether the server's worker decodes one batch's latents while the next batch samples.
 
-    Only on a GPU in `high`: the VAE runs on a CUDA stream of its own, its kernels filling the
-    gaps between the DiT's. A CPU has no idle unit to fill (the VAE would take the DiT's cores),
-    and the offloading tiers budget for a VAE that visits alone, while no DiT activations exist
-    (`tier_bytes`), so there the worker decodes between batches.
+    In `high` only: on a GPU the VAE runs on a CUDA stream of its own, its kernels filling the
+    gaps between the DiT's; on a CPU its thread fills the cores the DiT's ops leave idle (mid XL
+    SFT, 3 batches of 30 s, 8 steps, on 2 cores: 1.04-1.08x, `bench/RESULTS.md`). The offloading
+    tiers budget for a VAE that visits alone, while no DiT activations exist (`tier_bytes`), so
+    there the worker decodes between batches.
     """
-    return torch.device(device).type == "cuda" and _check(tier) == "high"
+    return _check(tier) == "high"
 
 
 class Residency:
@@ -181,4 +182,4 @@ def apply_tier(pipeline, tier: str, parking: str = "cpu") -> None:
     helpers = () if tier == "high" else (pipeline.conditioner.text_encoder, pipeline.vae)
     pipeline.residency = Residency(device, helpers, parking)
     pipeline.memory_tier = tier
-    pipeline.decode_beside_sampling = decode_beside_sampling(device, tier)
+    pipeline.decode_beside_sampling = decode_beside_sampling(tier)
