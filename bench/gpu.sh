@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole GPU check of issue 9 in one go: install, run every configuration of bench/gpu.py on
 # full XL SFT shapes (75 s and 240 s, 50 steps, CFG; batch 1 and 4 at 75 s, batch 1 at 240 s),
-# every memory tier, diffusers' AceStepPipeline on the same modules, the worker's decode overlap; writes bench/gpu-results.jsonl
-# and bench/gpu-table.md (paste the table into bench/RESULTS.md). Budget: 8 minutes on one H200.
+# every memory tier, diffusers' AceStepPipeline on the same modules, the worker's decode overlap;
+# writes bench/gpu-results.jsonl and bench/gpu-table.md (paste the table into bench/RESULTS.md).
+# Budget: 8 minutes on one H200.
 #
 #   bench/gpu.sh fetch     # on a machine with pip access: the wheels the GPU image lacks, into .whl/
 #   bench/gpu.sh           # on the GPU machine (offline): install from .whl/ (or the repo's .venv), run

@@ -235,8 +235,7 @@ class ModelWorker(threading.Thread):
         finishes = [_Finish(job, item, seconds * len(item.seeds) / total_items)
                     for (job, _), item in zip(group, sampled)]
         if not self.pipeline.decode_beside_sampling:
-            for finish in finishes:
-                self._decode(finish)
+            finishes = [finish for finish in finishes if self._decode(finish)]
         self.wait_finished()  # the previous batch's results are stored first
         self._finishing = self._finisher.submit(self._finish, finishes)
 
@@ -245,15 +244,14 @@ class ModelWorker(threading.Thread):
         thread; never raises)."""
         for finish in finishes:
             try:
-                if finish.result is None and not finish.reported:
-                    self._decode(finish)
-                if not finish.reported:
+                if finish.result is not None or self._decode(finish):
                     self._finish_one(finish)
             except Exception:  # a failing report must not lose the other tasks' results
                 log.exception(kv("task.finish_failed", taskUUID=finish.job.uuid))
 
-    def _decode(self, finish: _Finish) -> None:
-        """Latents -> audio for one task; a failure or cancellation is reported for that task alone."""
+    def _decode(self, finish: _Finish) -> bool:
+        """Latents -> audio for one task (False: it failed or was cancelled, and the sink was told
+        so for that task alone)."""
         uuid = finish.job.uuid
         started = time.perf_counter()
         try:
@@ -261,12 +259,11 @@ class ModelWorker(threading.Thread):
             finish.result = self.pipeline.decode(finish.sampled, cancelled=lambda: self._task_stopped(uuid))
         except GenerationCancelled:
             self._report_stopped(uuid)
-            finish.reported = True
         except Exception as exc:
             _free_gpu_memory()
             self.sink.fail(uuid, INFERENCE_ERROR, self._failure_message(uuid, exc))
-            finish.reported = True
         finish.gpu_seconds += time.perf_counter() - started
+        return finish.result is not None
 
     def _task_stopped(self, uuid: str) -> bool:
         return self._abort.is_set() or self.sink.is_cancelled(uuid)
@@ -322,7 +319,6 @@ class _Finish:
     sampled: Any  # `pipeline.Sampled`
     gpu_seconds: float
     result: GenerationResult | None = None
-    reported: bool = False  # failed or cancelled while decoding: the sink knows already
 
 
 class _Progress:

@@ -102,7 +102,7 @@ def decode_beside_sampling(tier: str) -> bool:
 
     In `high` only: on a GPU the VAE runs on a CUDA stream of its own, its kernels filling the
     gaps between the DiT's; on a CPU its thread fills the cores the DiT's ops leave idle (mid XL
-    SFT, 3 batches of 30 s, 8 steps, on 2 cores: 1.04-1.08x, `bench/RESULTS.md`). The offloading
+    SFT, 3 batches of 30 s, 8 steps, on 2 cores: 1.03-1.08x, `bench/RESULTS.md`). The offloading
     tiers budget for a VAE that visits alone, while no DiT activations exist (`tier_bytes`), so
     there the worker decodes between batches.
     """
