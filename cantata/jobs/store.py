@@ -9,7 +9,9 @@ connection; every write is one `BEGIN IMMEDIATE` transaction, which takes the da
 lock up front (a transaction that started as a reader and upgraded could fail with SQLITE_BUSY
 instead of waiting). Threads sharing one `Store` also queue on its lock; other connections
 (other processes) wait on SQLite's busy timeout (`BUSY_TIMEOUT_SECONDS`), so writers wait their
-turn instead of failing. A transition that must be atomic (results + outbox rows + task status) is one transaction.
+turn instead of failing (the one lock SQLite will not wait for, a fresh file's switch to WAL, is
+retried by `_enter_wal`). A transition that must be atomic (results + outbox rows + task status)
+is one transaction.
 
 Claims, sweeps and outbox claims are one immediate transaction each, so they are serialized
 across every process on the file: two claimers never take the same row, the fairness cursor
@@ -25,8 +27,10 @@ transaction; a database written by a newer Cantata is refused instead of being m
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +45,28 @@ SCHEMA_VERSION = 4
 #: SQLITE_BUSY (`sqlite3.connect(timeout=)` is SQLite's busy_timeout). Transactions here last
 #: milliseconds, so only a wedged process makes anyone wait this long.
 BUSY_TIMEOUT_SECONDS = 30.0
+
+
+
+def _enter_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (a no-op once it is), retrying SQLITE_BUSY until the busy timeout.
+
+    Why a loop of our own: switching a fresh file to WAL reads the header under a shared lock and
+    then needs the exclusive lock. When several processes open a new file at once, each holds a
+    shared lock and wants to upgrade; SQLite's deadlock rule answers SQLITE_BUSY at once instead
+    of calling the busy handler (CI caught one of four processes failing so). The failed
+    statement drops its lock, so a short randomized wait lets one of them through.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+
 
 #: The schema a version-1 Cantata created; newer versions are reached through `UPGRADES`.
 VERSION_1_SCHEMA = """
@@ -290,7 +316,7 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enter_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
