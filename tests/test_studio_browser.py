@@ -183,8 +183,12 @@ def test_compose_two_takes_compare_them_then_reload_and_restart_keep_everything(
         assert audio_of(drawn_results(kept).first).evaluate("a => a.duration") == pytest.approx(30, abs=0.1)
 
     settings_and_history_are_there()
+    assert page.inner_text("#connection") == "connected (WebSocket)"
     studio.stop()  # a real restart: a new process on the same data directory
-    studio.start()
+    page.wait_for_function("document.getElementById('connection').textContent === 'connected (HTTP)'")
+    studio.start()  # the page opens a new socket by itself, without a reload
+    page.wait_for_function("document.getElementById('connection').textContent === 'connected (WebSocket)'",
+                           timeout=30_000)
     settings_and_history_are_there()
     shot(page, tmp_path, "studio-after-restart")
 

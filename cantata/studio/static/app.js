@@ -10,7 +10,7 @@ import {clock, Wave} from './waveform.js';
 
 const KEY_STORE = 'cantata.studio.apiKey';
 const POLL_MS = 400;
-const RETRY_MS = 2000;  // after the connection dropped (a server restart): HTTP until the page reloads
+const RETRY_MS = 2000;  // a poll the dropped connection failed is asked again after this (HTTP or a new socket)
 const HISTORY_PAGE = 10;
 const $ = (id) => document.getElementById(id);
 
@@ -368,7 +368,9 @@ async function main() {
     $('connection').textContent = `cannot reach the server: ${err.message}`;
     return;
   }
-  $('connection').textContent = `connected (${client.transport})`;
+  const showTransport = (transport) => { $('connection').textContent = `connected (${transport})`; };
+  showTransport(client.transport);
+  client.onTransportChange = showTransport;
   await loadModels();
   await loadHistory();
   document.body.dataset.ready = 'true';
