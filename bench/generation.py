@@ -26,6 +26,7 @@ import torch
 from diffusers import AceStepPipeline, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
 from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
+from cantata.audio.codecs import encode
 from cantata.models.device import resolve_device, resolve_dtype
 from cantata.models.tiny import dit_config, qwen_tokenizer_dir, random_dit, text_encoder_config, vae_config
 from cantata.models.variants import get_variant, sampling_params
@@ -55,8 +56,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_cantata(pipe: CantataPipeline, reqs: list[GenerationRequest]) -> dict[str, float]:
-    """Stages timed separately; together they are what `generate_batch` does (minus the checks)."""
+def time_cantata(pipe: CantataPipeline, reqs: list[GenerationRequest], *,
+                 mp3: bool = False) -> tuple[dict[str, float], torch.Tensor, int]:
+    """Stage seconds, the final latents and the condition tokens of one run: what `generate_batch`
+    does (minus its checks), each stage timed; with `mp3`, the MP3 encode of every result too."""
     dev = pipe.device
     sync(dev)
     t0 = time.perf_counter()
@@ -67,13 +70,32 @@ def time_cantata(pipe: CantataPipeline, reqs: list[GenerationRequest]) -> dict[s
     latents = sample(pipe.dit.transformer, noise, noise, plan)
     sync(dev)
     t2 = time.perf_counter()
-    row = 0
+    audio, row = [], 0
     for prep in preps:
-        decode_latents(pipe.vae, latents[row:row + len(prep.seeds), :prep.frames])
+        with pipe.residency.using(pipe.vae):
+            audio.extend(decode_latents(pipe.vae, latents[row:row + len(prep.seeds), :prep.frames])[:, :, :prep.samples])
         row += len(prep.seeds)
     sync(dev)
     t3 = time.perf_counter()
-    return {"text": t1 - t0, "dit": t2 - t1, "vae": t3 - t2, "total": t3 - t0}
+    stages = {"text": t1 - t0, "dit": t2 - t1, "vae": t3 - t2}
+    if mp3:
+        for a in audio:
+            encode(a.numpy(), 48000, "MP3", bitrate_kbps=192)
+        stages["mp3"] = time.perf_counter() - t3
+    stages["total"] = time.perf_counter() - t0
+    return stages, latents.float().cpu(), preps[0].plan.phases[0].cond.shape[1]
+
+
+def diffusers_on(ours: CantataPipeline) -> AceStepPipeline:
+    """diffusers' pipeline on the very same module instances as `ours`."""
+    theirs = AceStepPipeline(
+        vae=ours.vae, text_encoder=ours.conditioner.text_encoder, tokenizer=ours.conditioner.tokenizer,
+        transformer=ours.dit.transformer, condition_encoder=ours.dit.condition_encoder,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
+        audio_tokenizer=ours.dit.audio_tokenizer, audio_token_detokenizer=ours.dit.detokenizer,
+    )
+    theirs.set_progress_bar_config(disable=True)
+    return theirs
 
 
 def time_diffusers(pipe: AceStepPipeline, reqs: list[GenerationRequest], device: torch.device) -> dict[str, float]:
@@ -119,19 +141,13 @@ def main() -> None:
                               steps=sampling.steps, guidance_scale=scale, cfg_interval=(lo, hi))
             for i in range(args.requests)]
     req = reqs[0]
-    theirs = AceStepPipeline(
-        vae=ours.vae, text_encoder=ours.conditioner.text_encoder, tokenizer=ours.conditioner.tokenizer,
-        transformer=ours.dit.transformer, condition_encoder=ours.dit.condition_encoder,
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
-        audio_tokenizer=ours.dit.audio_tokenizer, audio_token_detokenizer=ours.dit.detokenizer,
-    )
-    theirs.set_progress_bar_config(disable=True)
+    theirs = diffusers_on(ours)
 
     with torch.no_grad():
         time_cantata(ours, reqs), time_diffusers(theirs, reqs, device)  # warm-up (kernels, allocator)
         c_runs, d_runs = [], []
         for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
-            c_runs.append(time_cantata(ours, reqs))
+            c_runs.append(time_cantata(ours, reqs)[0])
             d_runs.append(time_diffusers(theirs, reqs, device))
     c, d = median(c_runs), median(d_runs)
     report = {

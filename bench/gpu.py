@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generation import CAPTION, LYRICS, build  # noqa: E402
+from generation import CAPTION, LYRICS, build, diffusers_on, sync, time_cantata  # noqa: E402
 
 from cantata.audio.codecs import encode  # noqa: E402
 from cantata.models.device import resolve_device, resolve_dtype  # noqa: E402
@@ -57,8 +57,6 @@ from cantata.models.speed.memory import apply_tier  # noqa: E402
 from cantata.models.vocabulary import MEMORY_TIERS  # noqa: E402
 from cantata.models.tiny import dit_config, random_dit  # noqa: E402
 from cantata.pipeline import GenerationRequest  # noqa: E402
-from cantata.pipeline.decode import decode_latents  # noqa: E402
-from cantata.pipeline.sampler import sample  # noqa: E402
 
 # Every switch on its own on top of SDPA, then the combinations. Weight transforms and compile
 # are one-way: those configurations get a freshly built DiT (same seed, same weights).
@@ -94,11 +92,6 @@ def dit_flops(cfg: dict, frames: int, cond_tokens: int) -> float:
     return float(total)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -113,33 +106,6 @@ def requests(duration: float, batch: int, steps: int) -> list[GenerationRequest]
     return [GenerationRequest(caption=CAPTION if i == 0 else f"{CAPTION}, take {i + 1}", lyrics=LYRICS,
                               duration=duration, seeds=[42 + i], steps=steps, guidance_scale=7.0)
             for i in range(batch)]
-
-
-def run_cantata(pipe, reqs) -> tuple[dict[str, float], torch.Tensor, int]:
-    """Stage seconds, final latents, condition tokens: what `generate_batch` does, timed."""
-    dev = pipe.device
-    sync(dev)
-    t0 = time.perf_counter()
-    preps = [pipe.prepare(r) for r in reqs]
-    sync(dev)
-    t1 = time.perf_counter()
-    plan, noise = pipe.plan_batch(preps)
-    latents = sample(pipe.dit.transformer, noise, noise, plan)
-    sync(dev)
-    t2 = time.perf_counter()
-    audio = []
-    row = 0
-    for prep in preps:
-        with pipe.residency.using(pipe.vae):
-            audio.append(decode_latents(pipe.vae, latents[row:row + 1, :prep.frames])[0, :, :prep.samples])
-        row += 1
-    sync(dev)
-    t3 = time.perf_counter()
-    for a in audio:
-        encode(a.numpy(), 48000, "MP3", bitrate_kbps=192)
-    t4 = time.perf_counter()
-    cond = preps[0].plan.phases[0].cond.shape[1]
-    return {"text": t1 - t0, "dit": t2 - t1, "vae": t3 - t2, "mp3": t4 - t3, "total": t4 - t0}, latents.float().cpu(), cond
 
 
 def run_worker_loop(pipe, batches: list[list[GenerationRequest]], beside: bool) -> float:
@@ -175,14 +141,7 @@ def run_worker_loop(pipe, batches: list[list[GenerationRequest]], beside: bool) 
 
 
 def run_diffusers(pipe, reqs, device) -> float:
-    from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
-
-    theirs = AceStepPipeline(
-        vae=pipe.vae, text_encoder=pipe.conditioner.text_encoder, tokenizer=pipe.conditioner.tokenizer,
-        transformer=pipe.dit.transformer, condition_encoder=pipe.dit.condition_encoder,
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
-        audio_tokenizer=pipe.dit.audio_tokenizer, audio_token_detokenizer=pipe.dit.detokenizer)
-    theirs.set_progress_bar_config(disable=True)
+    theirs = diffusers_on(pipe)
     r = reqs[0]
     call = dict(prompt=[q.caption for q in reqs], lyrics=[q.lyrics for q in reqs], audio_duration=r.duration,
                 num_inference_steps=r.steps, guidance_scale=r.guidance_scale, shift=3.0, output_type="pt",
@@ -285,10 +244,10 @@ def main() -> None:
                 for d, b in shapes:
                     reqs = requests(d, b, steps)
                     t0 = time.perf_counter()
-                    run_cantata(pipe, requests(d, b, 1 if not options.compile else steps))  # warm-up / compile
+                    time_cantata(pipe, requests(d, b, 1 if not options.compile else steps), mp3=True)  # warm-up / compile
                     warmup = time.perf_counter() - t0
                     reset_peak(device)
-                    stages, latents, cond = run_cantata(pipe, reqs)
+                    stages, latents, cond = time_cantata(pipe, reqs, mp3=True)
                     frames = round(d * 25)
                     if config == "off":
                         reference[(d, b)] = latents
@@ -309,7 +268,7 @@ def main() -> None:
                 apply_tier(pipe, tier)
                 reset_peak(device)
                 d = min(durations, key=lambda x: abs(x - 75))
-                stages, _, cond = run_cantata(pipe, requests(d, 1, steps))
+                stages, _, cond = time_cantata(pipe, requests(d, 1, steps), mp3=True)
                 results.append(row(f"tier:{tier}", d, 1, steps, stages, 0.0, dit_flops(cfg, round(d * 25), cond),
                                    round(d * 25), device, peak, None, None))
             except Exception as e:  # noqa: BLE001
