@@ -47,7 +47,6 @@ SCHEMA_VERSION = 4
 BUSY_TIMEOUT_SECONDS = 30.0
 
 
-
 def _enter_wal(conn: sqlite3.Connection) -> None:
     """Put the file in WAL mode (a no-op once it is), retrying SQLITE_BUSY until the busy timeout.
 
