@@ -120,8 +120,8 @@ def test_processes_opening_a_new_file_together_wait_for_each_other(tmp_path):
 
 def test_processes_racing_to_open_fresh_files_all_get_in(tmp_path):
     # Switching a fresh file to WAL is a lock upgrade that SQLite refuses at once, without its busy
-    # timeout, when two connections race for it (store._enter_wal retries); CI met that race with
-    # four processes about once in twenty runs. Here eight processes race on a hundred fresh files.
+    # timeout, when two connections race for it (store._enter_wal retries); CI met that race once,
+    # with four processes. Here eight processes race on a hundred fresh files.
     outputs = _run_together(tmp_path / "first.db", _OPENER, 8, tmp_path)
     assert all(output == list(range(100)) for output in outputs)
     for i in range(100):
